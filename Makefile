@@ -1,0 +1,30 @@
+# One virtualenv for everything: `make demo` runs the end-to-end demo, `make test` the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CUDA build of torch; it runs on CPU too. Override for another platform, e.g.
+#   make setup TORCH_PIN="torch torchvision"
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[video,dev]"
+	touch $@
+
+demo: setup
+	$(PY) -m vcmr.scripts.mus_pretrain
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_augment.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

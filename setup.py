@@ -1,0 +1,47 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vcmr",
+    version="0.1.0",
+    description="Music representations learned from music videos, and music-video matching",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["vcmr", "vcmr.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "pytorch-lightning>=2.1",
+        "omegaconf>=2.3",
+        "numpy>=1.23",
+        "av>=11",
+        "soundfile>=0.12",
+        "soxr>=0.3",
+        "safetensors>=0.4",
+        "tensorboard>=2.12",
+        "tqdm>=4.60",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        "video": [
+            "torchvision",
+            "open_clip_torch>=2.20",
+            "transformers>=4.35",
+            "scenedetect[opencv-headless]>=0.6.2",
+            "moviepy>=1.0",
+            "imageio-ffmpeg>=0.4",
+            "pillow",
+        ],
+        "youtube": ["yt-dlp"],
+        "wandb": ["wandb"],
+        "dev": ["pytest>=7", "pytest-timeout", "audiomentations>=0.35"],
+    },
+    entry_points={
+        "console_scripts": [
+            "vcmr-mus-pretrain=vcmr.scripts.mus_pretrain:main",
+        ]
+    },
+)

@@ -1,0 +1,190 @@
+"""Encoder exports and loading of published checkpoints.
+
+The export format of this project is one ``.safetensors`` file: the module's
+``state_dict`` plus metadata (all strings)::
+
+    vcmr_format   "encoder/1"
+    name          registry name, e.g. "samplecnn"
+    args          JSON of the constructor arguments
+    extra         JSON of anything else the stage records (sample_rate, stage, ...)
+
+:func:`load_encoder` also reads the layouts other projects publish. The key mapping
+onto :class:`~vcmr.models.samplecnn.SampleCNN` (``blocks.{i}.{j}.*``, ``j=0`` conv,
+``j=1`` batch norm) is:
+
+==========================================  ==========================  ==================
+source                                      keys in the file            mapped to
+==========================================  ==========================  ==================
+this project, export (``.safetensors``)     ``blocks.*``                unchanged
+this project, Lightning ``.ckpt``           ``encoder.blocks.*``        ``blocks.*``
+CLMR state dict (``.pt``)                   ``encoder.sequential.*``    ``blocks.*``
+CLMR Lightning ``.ckpt``                    ``model.encoder.sequential.*``  ``blocks.*``
+VCMR Lightning ``.ckpt`` (stage 1 and 2)    ``encoder.all_blocks.*``    ``blocks.*``
+==========================================  ==========================  ==================
+
+Projection heads, classifier layers (``fc.*``) and the video side are ignored. For
+foreign checkpoints the architecture is read off the weight shapes (first kernel,
+channels, last kernel); the pool size, which has no weights, defaults to 3.
+
+Nothing is unpickled beyond tensors and plain containers: ``.safetensors`` files are
+read with safetensors, anything else with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from vcmr.models.registry import build_module
+from vcmr.utils import atomic_path
+
+FORMAT = "encoder/1"
+
+#: (prefix in the file, inner name of the block list) -> mapped onto ``blocks.``
+SAMPLECNN_LAYOUTS: Tuple[Tuple[str, str], ...] = (
+    ("", "blocks."),
+    ("encoder.", "blocks."),
+    ("audio_encoder.", "blocks."),
+    ("encoder.", "all_blocks."),
+    ("encoder.", "sequential."),
+    ("model.encoder.", "sequential."),
+    ("", "sequential."),
+    ("", "all_blocks."),
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or matches no known layout."""
+
+
+def save_encoder(
+    path: str | os.PathLike,
+    module: nn.Module,
+    name: str,
+    args: Mapping[str, Any],
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Export ``module`` (built as ``registry[name](**args)``) to a ``.safetensors`` file.
+
+    The write is atomic. ``extra`` must be JSON-serialisable (e.g. ``sample_rate``).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: encoder exports use the .safetensors extension")
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {
+        "vcmr_format": FORMAT,
+        "name": name,
+        "args": json.dumps(dict(args)),
+        "extra": json.dumps(dict(extra or {})),
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: cannot be read as tensors only ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            "Files that need arbitrary pickled objects are not loaded; re-save the state_dict "
+            "with torch.save(model.state_dict(), ...) or export with vcmr.save_encoder."
+        ) from exc
+
+
+def _infer_samplecnn_args(state: Mapping[str, torch.Tensor], pool_size: int) -> Dict[str, Any]:
+    idx = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.0\.weight$", k))})
+    if len(idx) < 3 or idx != list(range(len(idx))):
+        raise CheckpointError(f"SampleCNN weights have unexpected block indices {idx}")
+    w = [state[f"blocks.{i}.0.weight"] for i in idx]
+    n = len(w) - 2
+    k0 = int(w[0].shape[-1])
+    return {
+        "input_length": k0 * pool_size**n,
+        "first_block": {"out_channels": int(w[0].shape[0]), "kernel_size": k0},
+        "n_blocks": n,
+        "channels": [int(t.shape[0]) for t in w[1:-1]],
+        "kernel_size": int(w[1].shape[-1]),
+        "pool_size": pool_size,
+        "last_block": {"out_channels": int(w[-1].shape[0]), "kernel_size": int(w[-1].shape[-1])},
+    }
+
+
+def _extract_samplecnn(state: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
+    for prefix, inner in SAMPLECNN_LAYOUTS:
+        head = prefix + inner
+        if f"{head}0.0.weight" in state:
+            return {
+                "blocks." + k[len(head):]: v
+                for k, v in state.items()
+                if k.startswith(head) and isinstance(v, torch.Tensor)
+            }
+    sample = ", ".join(list(state)[:6])
+    raise CheckpointError(
+        f"{path}: no SampleCNN weights found (looked for {[p + i for p, i in SAMPLECNN_LAYOUTS]}); "
+        f"first keys are: {sample}"
+    )
+
+
+def load_encoder_with_meta(
+    path: str | os.PathLike, pool_size: int = 3, strict: bool = True
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Load an encoder and describe it.
+
+    Returns:
+        ``(module, meta)`` where ``meta`` has ``name``, ``args``, ``source`` (``vcmr``,
+        ``lightning`` or ``state_dict``) and the export's ``extra`` entries. The module is
+        in eval mode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            state = load_file(str(path))
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from exc
+        if meta.get("vcmr_format") == FORMAT:
+            name, args = meta["name"], json.loads(meta["args"])
+            module = build_module(name, args)
+            module.load_state_dict(state, strict=strict)
+            info = {"name": name, "args": args, "source": "vcmr", **json.loads(meta.get("extra", "{}"))}
+            return module.eval(), info
+        source = "state_dict"
+    else:
+        obj = _torch_load(path)
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+        if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+            state, source = obj["state_dict"], "lightning"
+        else:
+            state, source = obj, "state_dict"
+    weights = _extract_samplecnn(state, path)
+    args = _infer_samplecnn_args(weights, pool_size)
+    module = build_module("samplecnn", args)
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    if strict and (missing or unexpected):
+        raise CheckpointError(f"{path}: SampleCNN weights do not match: missing={missing} unexpected={unexpected}")
+    return module.eval(), {"name": "samplecnn", "args": args, "source": source}
+
+
+def load_encoder(path: str | os.PathLike, pool_size: int = 3, strict: bool = True) -> nn.Module:
+    """Load a music encoder from any accepted layout (see module docstring). Eval mode."""
+    return load_encoder_with_meta(path, pool_size=pool_size, strict=strict)[0]
