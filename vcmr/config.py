@@ -102,6 +102,15 @@ class DataLoaderConfig:
     prefetch_factor: Optional[int] = MISSING
 
 
+@dataclasses.dataclass
+class OutputConfig:
+    """Where a run writes: ``<root>/<name>/<version>/`` (version ``null``: next free ``version_N``)."""
+
+    root: str = MISSING
+    name: str = MISSING
+    version: Optional[str] = MISSING
+
+
 # --------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------

@@ -100,6 +100,38 @@ def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
+def _wav_declared_seconds(path: Path) -> Optional[float]:
+    """Duration announced by a RIFF/WAVE header's ``data`` chunk, or None if unparsable.
+
+    libsndfile derives the length of a wav from the file size, so a file cut short reads
+    as a shorter, valid file; the header's own chunk size is what reveals the cut.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            byte_rate = None
+            while True:
+                hdr = fh.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(size + (size & 1))
+                    byte_rate = struct.unpack("<I", fmt[8:12])[0]
+                elif cid == b"data":
+                    if not byte_rate or size in (0, 0xFFFFFFFF):
+                        return None  # streaming writers leave the size unset
+                    return size / byte_rate
+                else:
+                    fh.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+
+
 def _read_soundfile(path: Path, offset: float, duration: Optional[float]) -> tuple[np.ndarray, int, float]:
     import soundfile as sf
 
@@ -112,6 +144,10 @@ def _read_soundfile(path: Path, offset: float, duration: Optional[float]) -> tup
         n = -1 if duration is None else int(round(duration * sr))
         data = fh.read(frames=n, dtype="float32", always_2d=True)
         expected = fh.frames / sr
+    if path.suffix.lower() == ".wav":
+        declared = _wav_declared_seconds(path)
+        if declared is not None:
+            expected = max(expected, declared)
     return data.mean(axis=1), sr, expected
 
 

@@ -1,0 +1,959 @@
+"""Batched waveform augmentations for contrastive music pretraining (CLMR's chain).
+
+Every transform works on a whole batch ``x: [B, 1, T]`` float waveform on whatever device
+``x`` lives on (CPU or GPU), with one independent draw per example: whether it is applied
+(probability ``p``) and its parameters. The chain is an ``nn.Module`` without state, meant
+to be called by a training step after the batch has reached the training device::
+
+    chain = build_augmentation(cfg.augment, sample_rate=16000, crop_length=59049)
+    x1 = chain(batch, generator)   # [B, 1, T_in] -> [B, 1, crop_length]
+
+Order of the chain (CLMR): random crop (always) -> polarity inversion -> additive white
+noise -> gain -> high- or low-pass filter -> delay (echo) -> pitch shift -> reverb.
+
+All randomness is drawn from the optional ``torch.Generator`` given to ``forward`` (small
+parameter tensors on the generator's device, then moved), so a seeded generator gives
+identical outputs. Each transform is also available as a function with explicit
+parameters (``gain(x, db)``, ``pitch_shift(x, semitones, ...)``, ...).
+
+Pitch shift is a phase-vocoder time stretch by ``2**(s/12)`` followed by band-limited
+(FFT) resampling back to the input length, so pitch moves by ``s`` semitones while the
+duration and tempo stay the same. Examples with the same semitone value are processed
+together (values are drawn from a grid), so the work is batched per distinct value.
+
+Filters are zero-phase Butterworth magnitude responses applied in the frequency domain;
+reverb convolves (by FFT) with a synthetic room impulse response: white noise under an
+exponential envelope that falls by 60 dB after the drawn RT60.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import Tensor, nn
+
+from vcmr.config import ConfigError
+
+#: ln(1000): an amplitude envelope exp(-LN_1000 * t / rt60) has fallen by 60 dB at rt60.
+LN_1000 = math.log(1000.0)
+
+# --------------------------------------------------------------------------------------
+# Config schema (values live in config/augment/*.yaml)
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PolarityConfig:
+    """Multiply the waveform by -1."""
+
+    p: float = MISSING
+
+
+@dataclasses.dataclass
+class NoiseConfig:
+    """Additive white Gaussian noise at a signal-to-noise ratio drawn in dB."""
+
+    p: float = MISSING
+    min_snr_db: float = MISSING
+    max_snr_db: float = MISSING
+
+
+@dataclasses.dataclass
+class GainConfig:
+    """Scale by a gain drawn uniformly in dB."""
+
+    p: float = MISSING
+    min_db: float = MISSING
+    max_db: float = MISSING
+
+
+@dataclasses.dataclass
+class FilterConfig:
+    """Zero-phase Butterworth high-pass (with probability ``highpass_prob``) or low-pass."""
+
+    p: float = MISSING
+    highpass_prob: float = MISSING
+    order: int = MISSING
+    lowpass_min_hz: float = MISSING
+    lowpass_max_hz: float = MISSING
+    highpass_min_hz: float = MISSING
+    highpass_max_hz: float = MISSING
+
+
+@dataclasses.dataclass
+class DelayConfig:
+    """Echo: ``x + volume * x delayed``, delay drawn from ``min_ms, min_ms+step_ms, ..., max_ms``."""
+
+    p: float = MISSING
+    min_ms: float = MISSING
+    max_ms: float = MISSING
+    step_ms: float = MISSING
+    volume: float = MISSING
+
+
+@dataclasses.dataclass
+class PitchConfig:
+    """Pitch shift by semitones drawn from ``min..max`` in ``step_semitones`` steps (0 excluded)."""
+
+    p: float = MISSING
+    min_semitones: float = MISSING
+    max_semitones: float = MISSING
+    step_semitones: float = MISSING
+    n_fft: int = MISSING
+    hop_length: int = MISSING
+
+
+@dataclasses.dataclass
+class ReverbConfig:
+    """Convolution with a synthetic decaying-noise room response, mixed with the dry signal."""
+
+    p: float = MISSING
+    min_rt60_s: float = MISSING
+    max_rt60_s: float = MISSING
+    min_wet: float = MISSING
+    max_wet: float = MISSING
+    ir_length_s: float = MISSING
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """The whole chain. With ``enabled: false`` only the random crop is applied."""
+
+    enabled: bool = MISSING
+    polarity: PolarityConfig = MISSING
+    noise: NoiseConfig = MISSING
+    gain: GainConfig = MISSING
+    filter: FilterConfig = MISSING
+    delay: DelayConfig = MISSING
+    pitch: PitchConfig = MISSING
+    reverb: ReverbConfig = MISSING
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def _check_batch(x: Tensor) -> None:
+    if x.dim() != 3 or x.shape[1] != 1:
+        raise ValueError(f"expected a waveform batch of shape [B, 1, T], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point waveform, got dtype {x.dtype}")
+
+
+def _per_example(v: Tensor | float, x: Tensor) -> Tensor:
+    """A parameter as a ``[B, 1, 1]`` tensor on ``x``'s device and dtype."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    if v.dim() == 0:
+        v = v.expand(x.shape[0])
+    if v.shape != (x.shape[0],):
+        raise ValueError(f"per-example parameter must have shape [{x.shape[0]}], got {tuple(v.shape)}")
+    return v.view(-1, 1, 1)
+
+
+def next_fast_len(n: int) -> int:
+    """Smallest integer >= ``n`` whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    if n <= 1:
+        return 1
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            # Smallest power of two that lifts p35 to at least n.
+            q = p35
+            while q < n:
+                q *= 2
+            best = min(best, q)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _uniform(n: int, low: float, high: float, generator: Optional[torch.Generator]) -> Tensor:
+    dev = generator.device if generator is not None else torch.device("cpu")
+    return low + (high - low) * torch.rand(n, generator=generator, device=dev, dtype=torch.float64)
+
+
+def _choice(n: int, values: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    dev = generator.device if generator is not None else torch.device("cpu")
+    idx = torch.randint(len(values), (n,), generator=generator, device=dev)
+    return values.to(dev)[idx]
+
+
+def _randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Standard normal noise shaped like ``x``, from ``generator`` (drawn on its device)."""
+    if generator is None:
+        return torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    return torch.randn(x.shape, dtype=x.dtype, device=generator.device, generator=generator).to(x.device)
+
+
+# --------------------------------------------------------------------------------------
+# Functional transforms: explicit per-example parameters, batched, length-preserving
+# --------------------------------------------------------------------------------------
+
+
+def center_crop(x: Tensor, crop_length: int) -> Tensor:
+    """Deterministic centre crop for validation.
+
+    Args:
+        x: ``[B, C, T_in]`` waveform, ``T_in >= crop_length``.
+        crop_length: output length in samples.
+
+    Returns:
+        ``[B, C, crop_length]``; the window starts at ``(T_in - crop_length) // 2``.
+    """
+    t_in = x.shape[-1]
+    if crop_length <= 0:
+        raise ValueError(f"crop_length must be positive, got {crop_length}")
+    if crop_length > t_in:
+        raise ValueError(f"crop_length ({crop_length} samples) is longer than the input ({t_in} samples)")
+    start = (t_in - crop_length) // 2
+    return x[..., start : start + crop_length]
+
+
+def crop(x: Tensor, start: Tensor, crop_length: int) -> Tensor:
+    """Cut ``x[b, :, start[b] : start[b] + crop_length]`` for every example.
+
+    Args:
+        x: ``[B, C, T_in]``.
+        start: ``[B]`` integer start offsets in samples, ``0 <= start <= T_in - crop_length``.
+        crop_length: output length in samples.
+    """
+    b, c, _ = x.shape
+    idx = start.to(x.device, torch.long).view(b, 1, 1) + torch.arange(crop_length, device=x.device)
+    return torch.gather(x, 2, idx.expand(b, c, crop_length))
+
+
+def random_crop(x: Tensor, crop_length: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Random window of ``crop_length`` samples per example (independent offsets).
+
+    Args:
+        x: ``[B, C, T_in]`` with ``T_in >= crop_length``.
+        crop_length: output length in samples.
+        generator: source of the offsets.
+
+    Returns:
+        ``[B, C, crop_length]``.
+    """
+    t_in = x.shape[-1]
+    if crop_length <= 0:
+        raise ValueError(f"crop_length must be positive, got {crop_length}")
+    if crop_length > t_in:
+        raise ValueError(f"crop_length ({crop_length} samples) is longer than the input ({t_in} samples)")
+    dev = generator.device if generator is not None else torch.device("cpu")
+    start = torch.randint(t_in - crop_length + 1, (x.shape[0],), generator=generator, device=dev)
+    if t_in == crop_length:
+        return x
+    return crop(x, start, crop_length)
+
+
+def polarity_inversion(x: Tensor) -> Tensor:
+    """``-x``. Shape unchanged."""
+    return -x
+
+
+def gain(x: Tensor, db: Tensor | float) -> Tensor:
+    """Scale example ``b`` by ``10 ** (db[b] / 20)``.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        db: ``[B]`` (or scalar) gain in decibels.
+    """
+    return x * torch.pow(10.0, _per_example(db, x) / 20.0)
+
+
+def add_noise(x: Tensor, snr_db: Tensor | float, noise: Tensor) -> Tensor:
+    """Add white noise scaled so that ``rms(x[b]) / rms(noise part) = 10 ** (snr_db[b] / 20)``.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        snr_db: ``[B]`` (or scalar) signal-to-noise ratio in dB.
+        noise: ``[B, 1, T]`` standard normal noise (the caller draws it, for seeding).
+    """
+    rms = x.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    sigma = rms * torch.pow(10.0, -_per_example(snr_db, x) / 20.0)
+    return x + sigma * noise
+
+
+def butterworth_response(freqs_hz: Tensor, cutoff_hz: Tensor, order: int, highpass: Tensor) -> Tensor:
+    """Butterworth magnitude ``|H(f)|`` per example.
+
+    Args:
+        freqs_hz: ``[F]`` frequencies in Hz.
+        cutoff_hz: ``[B]`` -3 dB cut-off frequencies in Hz.
+        order: filter order (``6 * order`` dB per octave roll-off).
+        highpass: ``[B]`` bool, high-pass where true, low-pass otherwise.
+
+    Returns:
+        ``[B, F]`` gains in ``[0, 1]``.
+    """
+    ratio = freqs_hz.view(1, -1) / cutoff_hz.view(-1, 1)
+    # High-pass: |H| = 1/sqrt(1 + (fc/f)^2n), written as f^n / sqrt(f^2n + fc^2n) to stay finite at f=0.
+    r2n = ratio.pow(2 * order)
+    low = torch.rsqrt(1.0 + r2n)
+    high = ratio.pow(order) * torch.rsqrt(1.0 + r2n)
+    return torch.where(highpass.view(-1, 1), high, low)
+
+
+def frequency_filter(
+    x: Tensor, cutoff_hz: Tensor | float, sample_rate: int, order: int, highpass: Tensor | bool
+) -> Tensor:
+    """Zero-phase Butterworth high- or low-pass filter, applied in the frequency domain.
+
+    The signal is zero-padded to twice its length before the FFT, so the filtering is a
+    linear (not circular) convolution with the filter's two-sided impulse response.
+
+    Args:
+        x: ``[B, 1, T]`` waveform at ``sample_rate`` Hz.
+        cutoff_hz: ``[B]`` (or scalar) -3 dB frequency in Hz.
+        sample_rate: samples per second.
+        order: Butterworth order.
+        highpass: ``[B]`` bool (or scalar): high-pass where true, low-pass otherwise.
+
+    Returns:
+        ``[B, 1, T]`` filtered waveform.
+    """
+    b, _, t = x.shape
+    cutoff = _per_example(cutoff_hz, x).view(b).float()
+    hp = torch.as_tensor(highpass, device=x.device, dtype=torch.bool).expand(b)
+    n = next_fast_len(2 * t)
+    spec = torch.fft.rfft(x.float(), n=n)
+    freqs = torch.fft.rfftfreq(n, d=1.0 / sample_rate, device=x.device)
+    spec = spec * butterworth_response(freqs, cutoff, order, hp).unsqueeze(1)
+    return torch.fft.irfft(spec, n=n)[..., :t].to(x.dtype)
+
+
+def lowpass(x: Tensor, cutoff_hz: Tensor | float, sample_rate: int, order: int) -> Tensor:
+    """Zero-phase Butterworth low-pass; see :func:`frequency_filter`."""
+    return frequency_filter(x, cutoff_hz, sample_rate, order, False)
+
+
+def highpass(x: Tensor, cutoff_hz: Tensor | float, sample_rate: int, order: int) -> Tensor:
+    """Zero-phase Butterworth high-pass; see :func:`frequency_filter`."""
+    return frequency_filter(x, cutoff_hz, sample_rate, order, True)
+
+
+def delay(x: Tensor, delay_samples: Tensor | int, volume: float) -> Tensor:
+    """Echo: ``y[b, t] = x[b, t] + volume * x[b, t - d[b]]`` (zero before the start).
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        delay_samples: ``[B]`` (or scalar) non-negative integer delays in samples.
+        volume: gain of the delayed copy.
+    """
+    b, c, t = x.shape
+    d = torch.as_tensor(delay_samples, device=x.device, dtype=torch.long).expand(b).view(b, 1, 1)
+    idx = torch.arange(t, device=x.device).view(1, 1, t) - d
+    valid = idx >= 0
+    shifted = torch.gather(x, 2, idx.clamp(min=0).expand(b, c, t)) * valid
+    return x + volume * shifted
+
+
+def _wrap_phase(phi: Tensor) -> Tensor:
+    """Map angles to ``[-pi, pi)``."""
+    return phi - 2.0 * math.pi * torch.floor((phi + math.pi) / (2.0 * math.pi))
+
+
+def phase_vocoder(spec: Tensor, rate: float, hop_length: int) -> Tensor:
+    """Time-stretch a complex STFT by ``1 / rate`` keeping its frequencies.
+
+    Output frame ``k`` reads the input at fractional frame ``k * rate``: its magnitude is
+    linearly interpolated between the two neighbouring frames, and its phase advances by
+    each bin's measured instantaneous frequency (expected advance plus the wrapped phase
+    deviation between the two frames), so partials stay coherent.
+
+    Args:
+        spec: ``[..., F, N]`` complex STFT (``F = n_fft // 2 + 1``).
+        rate: speed factor; ``< 1`` makes the signal longer.
+        hop_length: STFT hop in samples.
+
+    Returns:
+        ``[..., F, ceil(N / rate)]`` complex STFT.
+    """
+    n_freq, n_frames = spec.shape[-2], spec.shape[-1]
+    n_fft = 2 * (n_freq - 1)
+    steps = torch.arange(0, n_frames, rate, device=spec.device, dtype=torch.float64)
+    # Frequencies of the bins, as phase advance per hop: 2*pi*k*hop/n_fft.
+    expected = (2.0 * math.pi * hop_length / n_fft) * torch.arange(n_freq, device=spec.device, dtype=torch.float64)
+    expected = expected.float().unsqueeze(-1)
+    padded = torch.cat([spec, torch.zeros_like(spec[..., :1])], dim=-1)
+    i0 = steps.floor().long()
+    alpha = (steps - i0).float()
+    s0 = padded[..., i0]
+    s1 = padded[..., i0 + 1]
+    mag = (1.0 - alpha) * s0.abs() + alpha * s1.abs()
+    deviation = _wrap_phase(s1.angle() - s0.angle() - expected)
+    # Wrap each increment before summing so the running phase stays small in float32.
+    increment = _wrap_phase(expected + deviation)
+    start = s0[..., :1].angle()
+    phase = torch.cat([start, start + torch.cumsum(increment, dim=-1)[..., :-1]], dim=-1)
+    return torch.polar(mag, phase)
+
+
+def fft_resample(x: Tensor, length: int) -> Tensor:
+    """Band-limited resampling of ``x[..., L]`` to ``x[..., length]`` by truncating or
+    zero-padding its spectrum (ideal low-pass, so shrinking does not alias)."""
+    n_in = x.shape[-1]
+    if n_in == length:
+        return x
+    spec = torch.fft.rfft(x, n=n_in)
+    n_bins = length // 2 + 1
+    if spec.shape[-1] >= n_bins:
+        spec = spec[..., :n_bins]
+    else:
+        spec = torch.nn.functional.pad(spec, (0, n_bins - spec.shape[-1]))
+    return torch.fft.irfft(spec, n=length) * (length / n_in)
+
+
+def pitch_shift(x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: int) -> Tensor:
+    """Shift pitch by ``semitones[b]`` semitones without changing the length or tempo.
+
+    Each example is time-stretched by ``a = 2 ** (s / 12)`` with a phase vocoder (length
+    ``round(a * T)``), then resampled back to ``T`` samples (band-limited, via FFT), which
+    multiplies every frequency by ``a``. Examples sharing a semitone value are processed
+    together; an example with 0 semitones is returned unchanged.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        semitones: ``[B]`` (or scalar) shifts in semitones (positive = higher).
+        n_fft: STFT size of the phase vocoder.
+        hop_length: STFT hop of the phase vocoder.
+
+    Returns:
+        ``[B, 1, T]``.
+    """
+    b, _, t = x.shape
+    s = torch.as_tensor(semitones, dtype=torch.float64).detach().cpu().expand(b)
+    out = x.clone()
+    window = torch.hann_window(n_fft, device=x.device)
+    for value in torch.unique(s).tolist():
+        if value == 0.0:
+            continue
+        idx = torch.nonzero(s == value).view(-1).to(x.device)
+        group = x.index_select(0, idx).reshape(-1, t).float()
+        factor = 2.0 ** (value / 12.0)
+        stretched_len = int(round(t * factor))
+        spec = torch.stft(group, n_fft, hop_length, window=window, center=True, return_complex=True)
+        spec = phase_vocoder(spec, 1.0 / factor, hop_length)
+        stretched = torch.istft(spec, n_fft, hop_length, window=window, center=True, length=stretched_len)
+        shifted = fft_resample(stretched, t)
+        out.index_copy_(0, idx, shifted.view(-1, 1, t).to(x.dtype))
+    return out
+
+
+def synthetic_rir(
+    rt60_s: Tensor,
+    length: int,
+    sample_rate: int,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """Synthetic room impulse responses: white noise under ``exp(-ln(1000) * t / rt60)``.
+
+    The amplitude envelope falls by 60 dB at ``t = rt60``. Each response is scaled to unit
+    energy so the reverberant part has about the level of the dry signal.
+
+    Args:
+        rt60_s: ``[B]`` reverberation times in seconds (> 0).
+        length: response length in samples.
+        sample_rate: samples per second.
+        generator: source of the noise (drawn on its device).
+        device: where the result goes (default: the generator's device, else CPU).
+
+    Returns:
+        ``[B, 1, length]`` float32.
+    """
+    gen_dev = generator.device if generator is not None else (device or torch.device("cpu"))
+    device = device or gen_dev
+    b = rt60_s.shape[0]
+    noise = torch.randn((b, 1, length), generator=generator, device=gen_dev).to(device)
+    t = torch.arange(length, device=device, dtype=torch.float32) / sample_rate
+    envelope = torch.exp(-LN_1000 * t.view(1, 1, -1) / rt60_s.to(device, torch.float32).view(-1, 1, 1))
+    h = noise * envelope
+    return h / h.pow(2).sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
+
+
+def fft_convolve(x: Tensor, h: Tensor) -> Tensor:
+    """Causal linear convolution ``y = x * h`` truncated to ``x``'s length, by FFT.
+
+    Args:
+        x: ``[B, C, T]``.
+        h: ``[B, C, L]`` (or broadcastable) impulse responses.
+
+    Returns:
+        ``[B, C, T]``: ``y[t] = sum_k h[k] x[t - k]``.
+    """
+    t = x.shape[-1]
+    n = next_fast_len(t + h.shape[-1] - 1)
+    y = torch.fft.irfft(torch.fft.rfft(x.float(), n=n) * torch.fft.rfft(h.float(), n=n), n=n)
+    return y[..., :t].to(x.dtype)
+
+
+def reverb(x: Tensor, rir: Tensor, wet: Tensor | float) -> Tensor:
+    """Mix ``(1 - wet) * x + wet * (x * rir)``.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        rir: ``[B, 1, L]`` impulse responses (e.g. :func:`synthetic_rir`).
+        wet: ``[B]`` (or scalar) wet fraction in ``[0, 1]``.
+    """
+    w = _per_example(wet, x)
+    return (1.0 - w) * x + w * fft_convolve(x, rir)
+
+
+# --------------------------------------------------------------------------------------
+# Random transforms (nn.Modules): per-example application mask + parameters
+# --------------------------------------------------------------------------------------
+
+Params = Dict[str, Tensor]
+
+
+class RandomTransform(nn.Module):
+    """Applies a transform to each example with probability ``p`` (independent draws).
+
+    Subclasses implement :meth:`sample` (parameters for all ``B`` examples, on the
+    generator's device) and :meth:`apply` (the transform on the selected sub-batch).
+    Examples that are not selected are returned bit-for-bit unchanged.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        """Draw the parameters of every example (``[B]`` tensors)."""
+        return {}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        """Transform every example of ``x`` (``[b, 1, T]``) with its ``params`` (``[b]``)."""
+        raise NotImplementedError
+
+    def forward_with_params(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Params]:
+        """Like :meth:`forward`, also returning the draws (``params["apply"]``: ``[B]`` bool)."""
+        _check_batch(x)
+        b = x.shape[0]
+        dev = generator.device if generator is not None else torch.device("cpu")
+        # Always draw the same amount per call so the stream does not depend on p.
+        mask = torch.rand(b, generator=generator, device=dev) < self.p
+        params = self.sample(b, generator)
+        params["apply"] = mask
+        idx = torch.nonzero(mask.cpu()).view(-1)
+        if idx.numel() == 0:
+            return x, params
+        sub = {k: v[idx.to(v.device)] for k, v in params.items() if k != "apply"}
+        if idx.numel() == b:
+            return self.apply(x, sub, generator), params
+        idx = idx.to(x.device)
+        y = self.apply(x.index_select(0, idx), sub, generator)
+        return x.index_copy(0, idx, y.to(x.dtype)), params
+
+    def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``x: [B, 1, T]`` -> ``[B, 1, T]``, each example transformed with probability ``p``."""
+        return self.forward_with_params(x, generator)[0]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class RandomPolarity(RandomTransform):
+    """Sign flip with probability ``p``."""
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return polarity_inversion(x)
+
+
+class RandomNoise(RandomTransform):
+    """White Gaussian noise at an SNR drawn uniformly in ``[min_snr_db, max_snr_db]``."""
+
+    def __init__(self, p: float, min_snr_db: float, max_snr_db: float):
+        super().__init__(p)
+        self.min_snr_db, self.max_snr_db = float(min_snr_db), float(max_snr_db)
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        return {"snr_db": _uniform(batch_size, self.min_snr_db, self.max_snr_db, generator)}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return add_noise(x, params["snr_db"], _randn_like(x, generator))
+
+
+class RandomGain(RandomTransform):
+    """Gain drawn uniformly in ``[min_db, max_db]`` decibels."""
+
+    def __init__(self, p: float, min_db: float, max_db: float):
+        super().__init__(p)
+        self.min_db, self.max_db = float(min_db), float(max_db)
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        return {"db": _uniform(batch_size, self.min_db, self.max_db, generator)}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return gain(x, params["db"])
+
+
+class RandomFilter(RandomTransform):
+    """High-pass (probability ``highpass_prob``) or low-pass Butterworth, cut-off drawn uniformly."""
+
+    def __init__(
+        self,
+        p: float,
+        sample_rate: int,
+        highpass_prob: float,
+        order: int,
+        lowpass_min_hz: float,
+        lowpass_max_hz: float,
+        highpass_min_hz: float,
+        highpass_max_hz: float,
+    ):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.highpass_prob = float(highpass_prob)
+        self.order = int(order)
+        self.lowpass_range = (float(lowpass_min_hz), float(lowpass_max_hz))
+        self.highpass_range = (float(highpass_min_hz), float(highpass_max_hz))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        dev = generator.device if generator is not None else torch.device("cpu")
+        hp = torch.rand(batch_size, generator=generator, device=dev) < self.highpass_prob
+        u = torch.rand(batch_size, generator=generator, device=dev, dtype=torch.float64)
+        lo = torch.where(hp, self.highpass_range[0], self.lowpass_range[0])
+        hi = torch.where(hp, self.highpass_range[1], self.lowpass_range[1])
+        return {"highpass": hp, "cutoff_hz": lo + (hi - lo) * u}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return frequency_filter(x, params["cutoff_hz"], self.sample_rate, self.order, params["highpass"].to(x.device))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, highpass_prob={self.highpass_prob}, order={self.order}"
+
+
+class RandomDelay(RandomTransform):
+    """Echo with a delay drawn from the grid ``min_ms, min_ms + step_ms, ..., max_ms``."""
+
+    def __init__(self, p: float, sample_rate: int, min_ms: float, max_ms: float, step_ms: float, volume: float):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.volume = float(volume)
+        n = int(math.floor((max_ms - min_ms) / step_ms + 1e-9)) + 1
+        self.delays_ms = [float(min_ms) + i * float(step_ms) for i in range(n)]
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        ms = _choice(batch_size, torch.tensor(self.delays_ms, dtype=torch.float64), generator)
+        return {"delay_ms": ms, "delay_samples": torch.round(ms * self.sample_rate / 1000.0).long()}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return delay(x, params["delay_samples"], self.volume)
+
+
+class RandomPitchShift(RandomTransform):
+    """Pitch shift by semitones drawn from a grid (0 excluded), batched per distinct value."""
+
+    def __init__(
+        self,
+        p: float,
+        min_semitones: float,
+        max_semitones: float,
+        step_semitones: float,
+        n_fft: int,
+        hop_length: int,
+    ):
+        super().__init__(p)
+        self.n_fft, self.hop_length = int(n_fft), int(hop_length)
+        n = int(math.floor((max_semitones - min_semitones) / step_semitones + 1e-9)) + 1
+        grid = [float(min_semitones) + i * float(step_semitones) for i in range(n)]
+        self.semitones = [round(v, 9) for v in grid if abs(v) > 1e-9]
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        if not self.semitones:
+            return {"semitones": torch.zeros(batch_size, dtype=torch.float64)}
+        return {"semitones": _choice(batch_size, torch.tensor(self.semitones, dtype=torch.float64), generator)}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, semitones={self.semitones}, n_fft={self.n_fft}, hop_length={self.hop_length}"
+
+
+class RandomReverb(RandomTransform):
+    """Synthetic-room reverb: RT60 and wet fraction drawn uniformly, fresh noise IR per example."""
+
+    def __init__(
+        self,
+        p: float,
+        sample_rate: int,
+        min_rt60_s: float,
+        max_rt60_s: float,
+        min_wet: float,
+        max_wet: float,
+        ir_length_s: float,
+    ):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.rt60_range = (float(min_rt60_s), float(max_rt60_s))
+        self.wet_range = (float(min_wet), float(max_wet))
+        self.ir_length = max(1, int(round(ir_length_s * sample_rate)))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        return {
+            "rt60_s": _uniform(batch_size, *self.rt60_range, generator),
+            "wet": _uniform(batch_size, *self.wet_range, generator),
+        }
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        ir_len = min(self.ir_length, x.shape[-1])
+        rir = synthetic_rir(params["rt60_s"], ir_len, self.sample_rate, generator, device=x.device)
+        return reverb(x, rir, params["wet"])
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, rt60_s={self.rt60_range}, wet={self.wet_range}, ir_length={self.ir_length}"
+
+
+# --------------------------------------------------------------------------------------
+# The chain
+# --------------------------------------------------------------------------------------
+
+
+class AugmentationChain(nn.Module):
+    """Random crop followed by the random transforms, in order.
+
+    Args:
+        crop_length: output length in samples.
+        transforms: name -> transform, applied in insertion order (empty: crop only).
+    """
+
+    def __init__(self, crop_length: int, transforms: Optional[Mapping[str, RandomTransform]] = None):
+        super().__init__()
+        if crop_length <= 0:
+            raise ConfigError(f"crop_length must be a positive number of samples, got {crop_length}")
+        self.crop_length = int(crop_length)
+        self.transforms = nn.ModuleDict(dict(transforms or {}))
+
+    def forward_with_params(
+        self, x: Tensor, generator: Optional[torch.Generator] = None
+    ) -> Tuple[Tensor, Dict[str, Params]]:
+        """Like :meth:`forward`, also returning every transform's draws by name."""
+        _check_batch(x)
+        if x.shape[-1] < self.crop_length:
+            raise ValueError(
+                f"crop_length ({self.crop_length} samples) is longer than the input "
+                f"({x.shape[-1]} samples): load longer clips or lower crop_length"
+            )
+        out = random_crop(x, self.crop_length, generator)
+        drawn: Dict[str, Params] = {}
+        for name, transform in self.transforms.items():
+            out, drawn[name] = transform.forward_with_params(out, generator)
+        return out, drawn
+
+    def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Augment a batch.
+
+        Args:
+            x: ``[B, 1, T_in]`` float waveform, ``T_in >= crop_length``, on any device.
+            generator: source of every random draw; seed it for reproducible output.
+
+        Returns:
+            ``[B, 1, crop_length]`` on ``x``'s device.
+        """
+        return self.forward_with_params(x, generator)[0]
+
+    def extra_repr(self) -> str:
+        return f"crop_length={self.crop_length}"
+
+
+def _fail(key: str, value: Any, reason: str) -> None:
+    raise ConfigError(f"augment.{key} = {value!r}: {reason}")
+
+
+def _check_p(cfg: DictConfig, name: str) -> None:
+    p = cfg[name].p
+    if not 0.0 <= p <= 1.0:
+        _fail(f"{name}.p", p, "a probability must be in [0, 1]")
+
+
+def _check_range(cfg: DictConfig, name: str, lo: str, hi: str) -> None:
+    a, b = cfg[name][lo], cfg[name][hi]
+    if a > b:
+        _fail(f"{name}.{lo}", a, f"must not exceed augment.{name}.{hi} ({b})")
+
+
+def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: int) -> DictConfig:
+    """Check an augmentation config against :class:`AugmentConfig` and value ranges.
+
+    Args:
+        cfg: the ``augment`` block (or a mapping holding it under ``augment``).
+        sample_rate: samples per second of the waveforms.
+        crop_length: output length in samples.
+
+    Returns:
+        The typed config. Raises :class:`ConfigError` naming the offending key.
+    """
+    if isinstance(cfg, (Mapping, DictConfig)) and "augment" in cfg and "enabled" not in cfg:
+        cfg = cfg["augment"]
+    if not isinstance(cfg, (Mapping, DictConfig)):
+        raise ConfigError(f"augment: expected a mapping, got {type(cfg).__name__}")
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(AugmentConfig), cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]
+        raise ConfigError(f"augment.{key}: {msg}") from None
+    missing = sorted(OmegaConf.missing_keys(typed))
+    if missing:
+        raise ConfigError("augment: required key(s) without a value: " + ", ".join(f"augment.{k}" for k in missing))
+    if sample_rate <= 0:
+        raise ConfigError(f"sample_rate must be positive, got {sample_rate}")
+    if crop_length <= 0:
+        raise ConfigError(f"crop_length must be a positive number of samples, got {crop_length}")
+    nyquist = sample_rate / 2.0
+    for name in ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb"):
+        _check_p(typed, name)
+    _check_range(typed, "noise", "min_snr_db", "max_snr_db")
+    _check_range(typed, "gain", "min_db", "max_db")
+    f = typed.filter
+    if not 0.0 <= f.highpass_prob <= 1.0:
+        _fail("filter.highpass_prob", f.highpass_prob, "a probability must be in [0, 1]")
+    if f.order < 1:
+        _fail("filter.order", f.order, "the filter order must be >= 1")
+    for key in ("lowpass_min_hz", "lowpass_max_hz", "highpass_min_hz", "highpass_max_hz"):
+        if not 0.0 < f[key] < nyquist:
+            _fail(f"filter.{key}", f[key], f"a cut-off must lie in (0, {nyquist:g}) Hz at {sample_rate} Hz")
+    _check_range(typed, "filter", "lowpass_min_hz", "lowpass_max_hz")
+    _check_range(typed, "filter", "highpass_min_hz", "highpass_max_hz")
+    d = typed.delay
+    if d.min_ms < 0:
+        _fail("delay.min_ms", d.min_ms, "a delay must be >= 0")
+    if d.step_ms <= 0:
+        _fail("delay.step_ms", d.step_ms, "the delay grid step must be > 0")
+    _check_range(typed, "delay", "min_ms", "max_ms")
+    if d.p > 0 and d.max_ms * sample_rate / 1000.0 >= crop_length:
+        _fail("delay.max_ms", d.max_ms, f"the delay must be shorter than the crop ({crop_length} samples)")
+    ps = typed.pitch
+    if ps.step_semitones <= 0:
+        _fail("pitch.step_semitones", ps.step_semitones, "the semitone grid step must be > 0")
+    _check_range(typed, "pitch", "min_semitones", "max_semitones")
+    if ps.hop_length <= 0 or ps.hop_length > ps.n_fft:
+        _fail("pitch.hop_length", ps.hop_length, f"must be in [1, augment.pitch.n_fft={ps.n_fft}]")
+    if ps.n_fft < 2 or ps.n_fft % 2:
+        _fail("pitch.n_fft", ps.n_fft, "must be an even number >= 2")
+    if ps.p > 0 and ps.n_fft > crop_length:
+        _fail("pitch.n_fft", ps.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
+    r = typed.reverb
+    if r.min_rt60_s <= 0:
+        _fail("reverb.min_rt60_s", r.min_rt60_s, "a reverberation time must be > 0 seconds")
+    _check_range(typed, "reverb", "min_rt60_s", "max_rt60_s")
+    for key in ("min_wet", "max_wet"):
+        if not 0.0 <= r[key] <= 1.0:
+            _fail(f"reverb.{key}", r[key], "the wet fraction must be in [0, 1]")
+    _check_range(typed, "reverb", "min_wet", "max_wet")
+    if r.ir_length_s <= 0:
+        _fail("reverb.ir_length_s", r.ir_length_s, "the impulse response length must be > 0 seconds")
+    return typed
+
+
+def build_augmentation(cfg: Mapping | DictConfig, sample_rate: int, crop_length: int) -> AugmentationChain:
+    """Build the chain from an ``augment`` config block (see ``config/augment/clmr.yaml``).
+
+    Args:
+        cfg: values of :class:`AugmentConfig` (a mapping or ``DictConfig``).
+        sample_rate: samples per second of the waveforms the chain will see.
+        crop_length: output length in samples.
+
+    Returns:
+        The chain; with ``enabled: false`` it only crops. Transforms with ``p: 0`` are left out.
+    """
+    c = validate_config(cfg, sample_rate, crop_length)
+    transforms: Dict[str, RandomTransform] = {}
+    if c.enabled:
+        candidates: List[Tuple[str, RandomTransform]] = [
+            ("polarity", RandomPolarity(c.polarity.p)),
+            ("noise", RandomNoise(c.noise.p, c.noise.min_snr_db, c.noise.max_snr_db)),
+            ("gain", RandomGain(c.gain.p, c.gain.min_db, c.gain.max_db)),
+            (
+                "filter",
+                RandomFilter(
+                    c.filter.p,
+                    sample_rate,
+                    c.filter.highpass_prob,
+                    c.filter.order,
+                    c.filter.lowpass_min_hz,
+                    c.filter.lowpass_max_hz,
+                    c.filter.highpass_min_hz,
+                    c.filter.highpass_max_hz,
+                ),
+            ),
+            (
+                "delay",
+                RandomDelay(c.delay.p, sample_rate, c.delay.min_ms, c.delay.max_ms, c.delay.step_ms, c.delay.volume),
+            ),
+            (
+                "pitch",
+                RandomPitchShift(
+                    c.pitch.p,
+                    c.pitch.min_semitones,
+                    c.pitch.max_semitones,
+                    c.pitch.step_semitones,
+                    c.pitch.n_fft,
+                    c.pitch.hop_length,
+                ),
+            ),
+            (
+                "reverb",
+                RandomReverb(
+                    c.reverb.p,
+                    sample_rate,
+                    c.reverb.min_rt60_s,
+                    c.reverb.max_rt60_s,
+                    c.reverb.min_wet,
+                    c.reverb.max_wet,
+                    c.reverb.ir_length_s,
+                ),
+            ),
+        ]
+        transforms = {name: t for name, t in candidates if t.p > 0}
+    return AugmentationChain(crop_length, transforms)
+
+
+__all__ = [
+    "AugmentConfig",
+    "AugmentationChain",
+    "DelayConfig",
+    "FilterConfig",
+    "GainConfig",
+    "NoiseConfig",
+    "PitchConfig",
+    "PolarityConfig",
+    "RandomDelay",
+    "RandomFilter",
+    "RandomGain",
+    "RandomNoise",
+    "RandomPitchShift",
+    "RandomPolarity",
+    "RandomReverb",
+    "RandomTransform",
+    "ReverbConfig",
+    "add_noise",
+    "build_augmentation",
+    "butterworth_response",
+    "center_crop",
+    "crop",
+    "delay",
+    "fft_convolve",
+    "fft_resample",
+    "frequency_filter",
+    "gain",
+    "highpass",
+    "lowpass",
+    "phase_vocoder",
+    "pitch_shift",
+    "polarity_inversion",
+    "random_crop",
+    "reverb",
+    "synthetic_rir",
+    "validate_config",
+]

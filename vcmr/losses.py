@@ -1,0 +1,349 @@
+"""Contrastive losses whose negatives come from the global (all-rank) batch.
+
+Every loss here owns its cross-rank gather: under ``torch.distributed`` with world size
+``W > 1`` the embeddings of all ranks are gathered *with gradients*, so each rank scores its
+local anchors against the ``N = W * B`` embeddings of the whole step. Without an initialised
+process group (one process, one GPU, CPU tests) the gather is the identity and the losses are
+the plain single-process losses.
+
+Why the gradients are right under DDP (equal local batch sizes ``B``): rank ``r`` computes
+``L_r``, the mean loss of its local anchors against the global batch. The mean of the
+``L_r`` over ranks is exactly the single-process loss ``L`` on the concatenated batch. In
+the backward pass :func:`gather_with_grad` sums (all-reduce) the gradient that every rank's
+loss sends to each gathered row and keeps this rank's slice, so rank ``r``'s local
+embeddings receive ``sum_s dL_s/dz_r = W * dL/dz_r``. DDP then averages parameter gradients
+over the ``W`` ranks, which divides by ``W`` again: the parameters get ``dL/dtheta``, the
+gradient of the single-process loss. See ``docs/losses.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional, Tuple, Type
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "world_info",
+    "gather_with_grad",
+    "rank_offset",
+    "NTXentLoss",
+    "CrossModalInfoNCE",
+    "VideoMusicLoss",
+    "LOSSES",
+    "build_loss",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Cross-rank gather
+# --------------------------------------------------------------------------------------
+
+
+def world_info() -> Tuple[int, int]:
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward all-reduces (sums) and keeps this rank's slice."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        rank, world = world_info()
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        ctx.rank = rank
+        ctx.local = x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        # Every rank's loss depends on every gathered row: the gradient of the rows this rank
+        # contributed is the sum over ranks of what each rank's loss sends back to them.
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.local
+        return grad[start : start + ctx.local]
+
+
+def _check_equal_sizes(x: Tensor, world: int) -> None:
+    """Raise on every rank if the local batch sizes differ (all-gather needs equal shapes)."""
+    size = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    values = [int(s.item()) for s in sizes]
+    if len(set(values)) != 1:
+        raise ValueError(
+            f"gather_with_grad needs the same local batch size on every rank, got {values} "
+            "(per rank); use drop_last=True or a DistributedSampler, which pads every rank "
+            "to the same number of examples"
+        )
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from every rank along dim 0, keeping gradients to every rank.
+
+    Args:
+        x: ``[B, ...]`` this rank's rows; ``B`` must be the same on every rank.
+
+    Returns:
+        ``[W * B, ...]`` rows of rank 0, then rank 1, ...; this rank's rows start at
+        :func:`rank_offset`. Identity (the same tensor) without an initialised process group
+        or with world size 1.
+
+    Raises:
+        ValueError: ``x`` is a scalar, or local batch sizes differ between ranks (raised on
+            every rank, so no rank is left waiting in a collective).
+    """
+    if x.dim() == 0:
+        raise ValueError("gather_with_grad expects a tensor with a batch dimension, got a scalar")
+    _, world = world_info()
+    if world == 1:
+        return x
+    _check_equal_sizes(x, world)
+    return _GatherWithGrad.apply(x)
+
+
+def rank_offset(local_batch_size: int) -> int:
+    """Row index of this rank's first row in the output of :func:`gather_with_grad`."""
+    rank, _ = world_info()
+    return rank * int(local_batch_size)
+
+
+def _check_pair(a: Tensor, b: Tensor, names: Tuple[str, str]) -> None:
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must be [B, D], got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape[0] == 0:
+        raise ValueError(f"{names[0]} and {names[1]} are empty (batch size 0)")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------
+
+
+class NTXentLoss(nn.Module):
+    """SimCLR's NT-Xent loss between two views, with global-batch negatives.
+
+    For the global batch of ``N = W * B`` pairs there are ``2N`` embeddings. The anchor
+    ``z_i[k]`` has positive ``z_j[k]`` (and vice versa); its negatives are the other ``2N - 2``
+    embeddings. Each rank averages the loss over its ``2B`` local anchors.
+
+    Args:
+        temperature: softmax temperature ``tau > 0`` (cosine similarities are divided by it).
+        gather: score against the gathered global batch (``True``) or against this rank's
+            ``2B`` embeddings only (``False``; identical in a single process).
+    """
+
+    def __init__(self, temperature: float, gather: bool = True) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = float(temperature)
+        self.gather = bool(gather)
+
+    def forward(self, z_i: Tensor, z_j: Tensor) -> Tensor:
+        """Mean NT-Xent over the local anchors.
+
+        Args:
+            z_i: ``[B, D]`` embeddings of the first view (any scale; L2-normalised here).
+            z_j: ``[B, D]`` embeddings of the second view, row ``k`` pairs with ``z_i[k]``.
+
+        Returns:
+            Scalar loss (nats), float32.
+        """
+        _check_pair(z_i, z_j, ("z_i", "z_j"))
+        b = z_i.shape[0]
+        # float32 logits: under mixed precision the exp/log-sum-exp needs the range.
+        z_i = F.normalize(z_i.float(), dim=1)
+        z_j = F.normalize(z_j.float(), dim=1)
+        if self.gather:
+            all_i, all_j = gather_with_grad(z_i), gather_with_grad(z_j)
+            offset = rank_offset(b)
+        else:
+            all_i, all_j, offset = z_i, z_j, 0
+        n = all_i.shape[0]
+        anchors = torch.cat([z_i, z_j], dim=0)  # [2B, D]
+        columns = torch.cat([all_i, all_j], dim=0)  # [2N, D]
+        logits = anchors @ columns.t() / self.temperature  # [2B, 2N]
+
+        local = torch.arange(b, device=logits.device) + offset
+        self_cols = torch.cat([local, local + n])
+        pos_cols = torch.cat([local + n, local])
+        rows = torch.arange(2 * b, device=logits.device)
+        # An anchor is never its own negative.
+        logits = logits.index_put((rows, self_cols), logits.new_tensor(float("-inf")))
+        return F.cross_entropy(logits, pos_cols)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, gather={self.gather}"
+
+
+class CrossModalInfoNCE(nn.Module):
+    """Symmetric audio<->video InfoNCE (CLIP-style) with global-batch negatives.
+
+    Row ``k`` of ``audio`` and of ``video`` come from the same clip. Audio->video scores each
+    local audio row against every gathered video row (the matching one is the positive, the
+    other ``N - 1`` are negatives) and video->audio the reverse. ``loss`` is the mean of the
+    two directions.
+
+    Args:
+        temperature: fixed temperature, or the initial one when learnable.
+        learnable_temperature: learn ``log(1 / temperature)`` as a parameter.
+        max_inverse_temperature: the inverse temperature is clamped to at most this value
+            (it stops receiving gradient there), which keeps the logits bounded.
+        gather: use the global batch for negatives (``True``) or the local one (``False``).
+    """
+
+    def __init__(
+        self,
+        temperature: float,
+        learnable_temperature: bool,
+        max_inverse_temperature: float = 100.0,
+        gather: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        if not (math.isfinite(max_inverse_temperature) and max_inverse_temperature > 0):
+            raise ValueError(f"max_inverse_temperature must be finite and > 0, got {max_inverse_temperature!r}")
+        if 1.0 / temperature > max_inverse_temperature:
+            raise ValueError(
+                f"temperature {temperature} is below 1 / max_inverse_temperature = {1.0 / max_inverse_temperature}"
+            )
+        self.learnable_temperature = bool(learnable_temperature)
+        self.max_inverse_temperature = float(max_inverse_temperature)
+        self.gather = bool(gather)
+        log_inv = torch.tensor(math.log(1.0 / temperature), dtype=torch.float32)
+        if self.learnable_temperature:
+            self.log_inv_temperature = nn.Parameter(log_inv)
+        else:
+            self.register_buffer("log_inv_temperature", log_inv)
+
+    def inverse_temperature(self) -> Tensor:
+        """Current ``1 / temperature`` (scalar tensor, clamped, differentiable below the cap)."""
+        return self.log_inv_temperature.exp().clamp(max=self.max_inverse_temperature)
+
+    def forward(self, audio: Tensor, video: Tensor) -> Dict[str, Tensor]:
+        """Symmetric InfoNCE over the local rows.
+
+        Args:
+            audio: ``[B, D]`` audio embeddings (L2-normalised here).
+            video: ``[B, D]`` video embeddings, row ``k`` pairs with ``audio[k]``.
+
+        Returns:
+            ``{"loss", "loss_a2v", "loss_v2a", "temperature"}``: scalar tensors; ``loss`` is
+            the mean of the two directions, ``temperature`` is detached.
+        """
+        _check_pair(audio, video, ("audio", "video"))
+        b = audio.shape[0]
+        audio = F.normalize(audio.float(), dim=1)
+        video = F.normalize(video.float(), dim=1)
+        if self.gather:
+            all_audio, all_video = gather_with_grad(audio), gather_with_grad(video)
+            offset = rank_offset(b)
+        else:
+            all_audio, all_video, offset = audio, video, 0
+        scale = self.inverse_temperature()
+        targets = torch.arange(b, device=audio.device) + offset
+        loss_a2v = F.cross_entropy(scale * audio @ all_video.t(), targets)
+        loss_v2a = F.cross_entropy(scale * video @ all_audio.t(), targets)
+        return {
+            "loss": 0.5 * (loss_a2v + loss_v2a),
+            "loss_a2v": loss_a2v,
+            "loss_v2a": loss_v2a,
+            "temperature": (1.0 / scale).detach(),
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"learnable_temperature={self.learnable_temperature}, "
+            f"max_inverse_temperature={self.max_inverse_temperature}, gather={self.gather}"
+        )
+
+
+class VideoMusicLoss(nn.Module):
+    """Stage-2 objective: cross-modal InfoNCE plus an optional music-only NT-Xent term.
+
+    ``loss = cross_modal.loss + music_weight * music(audio, audio_view2)``; the music term is
+    only computed when ``music_weight > 0``.
+
+    Args:
+        cross_modal: the audio<->video loss.
+        music_weight: weight of the music NT-Xent term (``>= 0``).
+        music: NT-Xent between two augmented views of the same music segment; required when
+            ``music_weight > 0``.
+    """
+
+    def __init__(self, cross_modal: CrossModalInfoNCE, music_weight: float, music: Optional[NTXentLoss]) -> None:
+        super().__init__()
+        if not (math.isfinite(music_weight) and music_weight >= 0):
+            raise ValueError(f"music_weight must be a finite number >= 0, got {music_weight!r}")
+        if music_weight > 0 and music is None:
+            raise ValueError(f"music_weight is {music_weight} > 0 but no music loss (NTXentLoss) was given")
+        self.cross_modal = cross_modal
+        self.music_weight = float(music_weight)
+        self.music = music
+
+    def forward(self, audio: Tensor, video: Tensor, audio_view2: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Total loss and its parts.
+
+        Args:
+            audio: ``[B, D]`` embeddings of the first audio view.
+            video: ``[B, D]`` video embeddings paired with ``audio``.
+            audio_view2: ``[B, D]`` embeddings of a second augmented view of the same audio;
+                required when ``music_weight > 0``.
+
+        Returns:
+            ``{"loss", "loss_cross_modal", "loss_a2v", "loss_v2a", "temperature"}`` plus
+            ``"loss_music"`` when the music term is active.
+        """
+        parts = self.cross_modal(audio, video)
+        out: Dict[str, Tensor] = {
+            "loss_cross_modal": parts["loss"],
+            "loss_a2v": parts["loss_a2v"],
+            "loss_v2a": parts["loss_v2a"],
+            "temperature": parts["temperature"],
+        }
+        total = parts["loss"]
+        if self.music_weight > 0:
+            if audio_view2 is None:
+                raise ValueError(
+                    f"music_weight is {self.music_weight} > 0: pass audio_view2, the embeddings of a "
+                    "second augmented view of the audio"
+                )
+            assert self.music is not None  # checked in __init__
+            out["loss_music"] = self.music(audio, audio_view2)
+            total = total + self.music_weight * out["loss_music"]
+        out["loss"] = total
+        return out
+
+
+#: Config name -> loss class (``name:`` + ``args:`` in YAML).
+LOSSES: Dict[str, Type[nn.Module]] = {"ntxent": NTXentLoss, "cross_modal_infonce": CrossModalInfoNCE}
+
+
+def build_loss(name: str, args: Mapping[str, Any]) -> nn.Module:
+    """Instantiate ``LOSSES[name](**args)`` with errors that name the culprit."""
+    if name not in LOSSES:
+        raise KeyError(f"unknown loss name '{name}'; known: {sorted(LOSSES)}")
+    try:
+        return LOSSES[name](**dict(args))
+    except TypeError as exc:
+        raise TypeError(f"bad arguments for loss '{name}': {exc}") from exc

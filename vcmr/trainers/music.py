@@ -1,0 +1,234 @@
+"""Stage 1: self-supervised contrastive music pretraining (SimCLR / NT-Xent on raw audio).
+
+Each batch is a set of clips ``[B, 1, clip_length]``. On the training device, the
+augmentation chain crops and augments every clip twice; the encoder and projection
+head embed both views and NT-Xent pulls the two views of a clip together, with the
+other clips of the *global* batch (all DDP ranks) as negatives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import MISSING, DictConfig
+from torch import nn
+
+from vcmr.audio.augment import AugmentConfig, build_augmentation
+from vcmr.config import (
+    ComponentConfig,
+    DataLoaderConfig,
+    LoggerConfig,
+    OptimConfig,
+    OutputConfig,
+    TrainerConfig,
+    to_container,
+)
+from vcmr.data.audio_folder import AudioFolderDataModule
+from vcmr.data.demo_music import ensure_demo_music
+from vcmr.losses import NTXentLoss
+from vcmr.models import build_module
+from vcmr.models.export import save_encoder
+from vcmr.models.projection import ProjectionHead
+from vcmr.trainers.common import build_trainer, prepare_run, rank_zero_print
+from vcmr.trainers.optim import build_optimizer, build_scheduler
+
+
+@dataclasses.dataclass
+class MusicDataConfig:
+    root: str = MISSING
+    sample_rate: int = MISSING
+    clip_length: int = MISSING
+    val_fraction: float = MISSING
+    extensions: List[str] = MISSING
+    verify: str = MISSING
+    index_workers: int = MISSING
+    loader: DataLoaderConfig = MISSING
+
+
+@dataclasses.dataclass
+class DemoMusicConfig:
+    n_songs: int = MISSING
+    song_seconds: float = MISSING
+
+
+@dataclasses.dataclass
+class ProjectionConfig:
+    hidden_dim: int = MISSING
+    out_dim: int = MISSING
+
+
+@dataclasses.dataclass
+class MusicModelConfig:
+    encoder: ComponentConfig = MISSING
+    projection: ProjectionConfig = MISSING
+
+
+@dataclasses.dataclass
+class ContrastiveLossConfig:
+    temperature: float = MISSING
+    global_negatives: bool = MISSING
+
+
+@dataclasses.dataclass
+class MusicPretrainConfig:
+    """Schema of ``config/mus_pretrain.yaml``."""
+
+    seed: int = MISSING
+    resume: Optional[str] = MISSING
+    data: MusicDataConfig = MISSING
+    demo: DemoMusicConfig = MISSING
+    model: MusicModelConfig = MISSING
+    loss: ContrastiveLossConfig = MISSING
+    augment: AugmentConfig = MISSING
+    optim: OptimConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    output: OutputConfig = MISSING
+
+
+def view_match_accuracy(z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
+    """Share of rows whose most similar other-view embedding is their own pair (both directions).
+
+    z_i, z_j: ``[B, D]`` embeddings of two views of the same ``B`` clips.
+    """
+    z_i = nn.functional.normalize(z_i.float(), dim=1)
+    z_j = nn.functional.normalize(z_j.float(), dim=1)
+    sim = z_i @ z_j.T
+    target = torch.arange(sim.shape[0], device=sim.device)
+    return 0.5 * ((sim.argmax(1) == target).float().mean() + (sim.argmax(0) == target).float().mean())
+
+
+class MusicContrastiveModule(pl.LightningModule):
+    """Wires encoder, projection head, augmentations and loss; owns no hyperparameters.
+
+    Args:
+        encoder: waveform encoder ``[B, 1, T] -> [B, F]``.
+        projector: head ``[B, F] -> [B, D]``.
+        loss: callable ``loss(z_i=..., z_j=...) -> scalar``.
+        augment: ``augment(x, generator) -> [B, 1, T]`` crop + augmentation chain.
+        optim: the ``optim`` config block.
+        val_seed: seed of the validation augmentations (same views every epoch).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        projector: nn.Module,
+        loss: nn.Module,
+        augment: nn.Module,
+        optim: Mapping[str, Any],
+        val_seed: int,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.loss = loss
+        self.augment = augment
+        self.optim_cfg = dict(optim)
+        self.val_seed = val_seed
+
+    def forward(self, x_i: torch.Tensor, x_j: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Two views ``[B, 1, T]`` -> ``{"z_i": [B, D], "z_j": [B, D]}``."""
+        return {"z_i": self.projector(self.encoder(x_i)), "z_j": self.projector(self.encoder(x_j))}
+
+    def _step(self, batch: torch.Tensor, batch_idx: int, stage: str) -> torch.Tensor:
+        gen = None
+        if stage != "train":
+            gen = torch.Generator().manual_seed(self.val_seed + batch_idx)
+        x_i = self.augment(batch, generator=gen)
+        x_j = self.augment(batch, generator=gen)
+        out = self(x_i, x_j)
+        loss = self.loss(**out)
+        n = batch.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=not on_step, on_step=on_step, on_epoch=True)
+        if stage != "train":
+            acc = view_match_accuracy(out["z_i"], out["z_j"])
+            self.log(f"{stage}/view_top1", acc, prog_bar=True, batch_size=n, sync_dist=True)
+        return loss
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, batch_idx, "val")
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = build_optimizer(params, self.optim_cfg)
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, self.optim_cfg, self.trainer.estimated_stepping_batches)}
+
+
+def build_module_from_config(cfg: DictConfig) -> MusicContrastiveModule:
+    """The stage-1 LightningModule described by ``cfg`` (fresh weights)."""
+    encoder = build_module(cfg.model.encoder.name, to_container(cfg.model.encoder.args))
+    input_length = int(getattr(encoder, "input_length"))
+    if cfg.data.clip_length < input_length:
+        raise ValueError(
+            f"data.clip_length={cfg.data.clip_length} is shorter than the encoder input "
+            f"(model.encoder.args.input_length={input_length})"
+        )
+    projector = ProjectionHead(encoder.output_dim, cfg.model.projection.hidden_dim, cfg.model.projection.out_dim)
+    loss = NTXentLoss(cfg.loss.temperature, gather=cfg.loss.global_negatives)
+    augment = build_augmentation(cfg.augment, cfg.data.sample_rate, input_length)
+    return MusicContrastiveModule(encoder, projector, loss, augment, to_container(cfg.optim), val_seed=cfg.seed)
+
+
+def train(cfg: DictConfig) -> Dict[str, Any]:
+    """Run stage 1 as configured.
+
+    Returns:
+        ``run_dir``, ``checkpoint`` (best), ``last_checkpoint``, ``export`` (encoder
+        ``.safetensors``), ``metrics`` (final logged values) and ``data`` (file counts).
+    """
+    pl.seed_everything(cfg.seed, workers=True)
+    module = build_module_from_config(cfg)
+    run_dir, ckpt_path = prepare_run(cfg, cfg.resume)
+    root = cfg.data.root
+    if root == "demo":
+        root = str(ensure_demo_music(cfg.demo.n_songs, cfg.demo.song_seconds, cfg.data.sample_rate))
+    dm = AudioFolderDataModule(
+        root=root,
+        sample_rate=cfg.data.sample_rate,
+        clip_length=cfg.data.clip_length,
+        val_fraction=cfg.data.val_fraction,
+        extensions=list(cfg.data.extensions),
+        verify=cfg.data.verify,
+        index_workers=cfg.data.index_workers,
+        loader=to_container(cfg.data.loader),
+        report_path=str(run_dir / "rejected_files.tsv"),
+    )
+    dm.setup("fit")
+    counts = dm.summary()
+    rank_zero_print(
+        f"Data: {root}\n  {counts['train']} train files, {counts['val']} validation files, "
+        f"{counts['rejected']} rejected (listed in {run_dir / 'rejected_files.tsv'})"
+    )
+    for r in dm.rejected[:10]:
+        rank_zero_print(f"    rejected {r.relpath}: {r.reason}")
+    trainer = build_trainer(cfg, run_dir, monitor="val/loss", mode="min")
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+
+    export_path = run_dir / "export" / "encoder.safetensors"
+    if trainer.is_global_zero:
+        save_encoder(
+            export_path,
+            module.encoder,
+            cfg.model.encoder.name,
+            to_container(cfg.model.encoder.args),
+            extra={"sample_rate": cfg.data.sample_rate, "stage": "music_pretrain", "run_dir": str(run_dir)},
+        )
+    ckpt_cb = trainer.checkpoint_callback
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return {
+        "run_dir": run_dir,
+        "checkpoint": getattr(ckpt_cb, "best_model_path", "") or None,
+        "last_checkpoint": str(Path(run_dir) / "checkpoints" / "last.ckpt"),
+        "export": export_path,
+        "metrics": metrics,
+        "data": counts,
+    }

@@ -1,0 +1,116 @@
+"""Container probing: streams, codecs and durations of a video file.
+
+Every failure raises :class:`MediaError`, which names the file and a short reason that the
+dataset builder records in its manifest (corrupt container, no video stream, no audio
+stream, zero duration, unsupported codec).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+#: Video container extensions picked up when a folder is given as input.
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov")
+
+
+class MediaError(RuntimeError):
+    """A video file cannot be used. ``path`` and ``reason`` are attributes."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaInfo:
+    """Header facts of a video file. Durations are in seconds.
+
+    Attributes:
+        duration: usable duration, the shorter of the video and audio streams.
+        video_duration: duration of the first video stream.
+        audio_duration: duration of the first audio stream.
+        width: frame width in pixels.
+        height: frame height in pixels.
+        fps: average frame rate (frames per second; 0 when unknown).
+        video_codec: decoder name of the video stream.
+        audio_codec: decoder name of the audio stream.
+    """
+
+    duration: float
+    video_duration: float
+    audio_duration: float
+    width: int
+    height: int
+    fps: float
+    video_codec: str
+    audio_codec: str
+
+
+def _stream_duration(stream, container) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return float("nan")
+
+
+def _codec_name(path: Path, stream, kind: str) -> str:
+    """Decoder name of ``stream``; raises when FFmpeg has no decoder for it."""
+    try:
+        ctx = stream.codec_context
+        name: Optional[str] = ctx.name if ctx is not None else None
+    except Exception as exc:  # PyAV raises for streams whose codec it cannot open
+        raise MediaError(path, f"unsupported {kind} codec: {exc}") from exc
+    if not name or name == "none":
+        raise MediaError(path, f"unsupported {kind} codec (no decoder available)")
+    return name
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Read stream layout, codecs and durations of a video file.
+
+    Raises:
+        MediaError: missing or empty file, unreadable container, no video stream, no
+            audio stream, a codec FFmpeg cannot decode, or a zero/unknown duration.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise MediaError(path, f"cannot open container (corrupt or truncated): {exc}") from exc
+    with container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream")
+        vs = container.streams.video[0]
+        aus = container.streams.audio[0]
+        vcodec = _codec_name(path, vs, "video")
+        acodec = _codec_name(path, aus, "audio")
+        vdur = _stream_duration(vs, container)
+        adur = _stream_duration(aus, container)
+        duration = min(vdur, adur)
+        if not math.isfinite(duration) or duration <= 0:
+            raise MediaError(path, f"zero or unknown duration (video {vdur:.3f}s, audio {adur:.3f}s)")
+        rate = vs.average_rate or vs.guessed_rate
+        return MediaInfo(
+            duration=duration,
+            video_duration=vdur,
+            audio_duration=adur,
+            width=int(vs.codec_context.width or 0),
+            height=int(vs.codec_context.height or 0),
+            fps=float(rate) if rate else 0.0,
+            video_codec=vcodec,
+            audio_codec=acodec,
+        )
