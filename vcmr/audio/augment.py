@@ -360,13 +360,38 @@ def _wrap_phase(phi: Tensor) -> Tensor:
     return phi - 2.0 * math.pi * torch.floor((phi + math.pi) / (2.0 * math.pi))
 
 
+def _nearest_peak(mag: Tensor) -> Tensor:
+    """For every bin, the index of the nearest spectral peak of its frame.
+
+    Args:
+        mag: ``[..., F, M]`` magnitudes.
+
+    Returns:
+        ``[..., F, M]`` long bin indices (a frame without peaks maps every bin to itself).
+    """
+    n_freq = mag.shape[-2]
+    left = torch.nn.functional.pad(mag[..., :-1, :], (0, 0, 1, 0), value=-1.0)
+    right = torch.nn.functional.pad(mag[..., 1:, :], (0, 0, 0, 1), value=-1.0)
+    is_peak = (mag > left) & (mag >= right)
+    k = torch.arange(n_freq, device=mag.device).view(-1, 1).expand_as(mag)
+    big = n_freq * 4
+    # Closest peak at or below each bin, and at or above it (running max / min over bins).
+    below = torch.where(is_peak, k, torch.full_like(k, -big)).cummax(dim=-2).values
+    above = torch.where(is_peak, k, torch.full_like(k, big)).flip(-2).cummin(dim=-2).values.flip(-2)
+    nearest = torch.where((k - below) <= (above - k), below, above)
+    return torch.where(nearest.abs() >= big, k, nearest)
+
+
 def phase_vocoder(spec: Tensor, rate: float, hop_length: int) -> Tensor:
     """Time-stretch a complex STFT by ``1 / rate`` keeping its frequencies.
 
     Output frame ``k`` reads the input at fractional frame ``k * rate``: its magnitude is
-    linearly interpolated between the two neighbouring frames, and its phase advances by
-    each bin's measured instantaneous frequency (expected advance plus the wrapped phase
-    deviation between the two frames), so partials stay coherent.
+    linearly interpolated between the two neighbouring frames, and each bin's phase
+    advances by its measured instantaneous frequency (expected advance plus the wrapped
+    phase deviation between the two frames). Phases are then locked to the nearest
+    spectral peak (identity phase locking): a bin keeps the phase offset to its peak that
+    it has in the analysis frame, so the bins of one partial stay coherent instead of
+    drifting apart (which would lower the level and smear the sound).
 
     Args:
         spec: ``[..., F, N]`` complex STFT (``F = n_fft // 2 + 1``).
@@ -379,20 +404,25 @@ def phase_vocoder(spec: Tensor, rate: float, hop_length: int) -> Tensor:
     n_freq, n_frames = spec.shape[-2], spec.shape[-1]
     n_fft = 2 * (n_freq - 1)
     steps = torch.arange(0, n_frames, rate, device=spec.device, dtype=torch.float64)
+    i0 = steps.floor().long()
+    alpha = (steps - i0).float()
     # Frequencies of the bins, as phase advance per hop: 2*pi*k*hop/n_fft.
     expected = (2.0 * math.pi * hop_length / n_fft) * torch.arange(n_freq, device=spec.device, dtype=torch.float64)
     expected = expected.float().unsqueeze(-1)
-    padded = torch.cat([spec, torch.zeros_like(spec[..., :1])], dim=-1)
-    i0 = steps.floor().long()
-    alpha = (steps - i0).float()
-    s0 = padded[..., i0]
-    s1 = padded[..., i0 + 1]
-    mag = (1.0 - alpha) * s0.abs() + alpha * s1.abs()
-    deviation = _wrap_phase(s1.angle() - s0.angle() - expected)
+    # Everything per input frame first (N frames), then gathered at the output frames.
+    mag_in = torch.nn.functional.pad(spec.abs(), (0, 1))
+    angle_in = spec.angle()
+    deviation = _wrap_phase(angle_in[..., 1:] - angle_in[..., :-1] - expected)
     # Wrap each increment before summing so the running phase stays small in float32.
-    increment = _wrap_phase(expected + deviation)
-    start = s0[..., :1].angle()
-    phase = torch.cat([start, start + torch.cumsum(increment, dim=-1)[..., :-1]], dim=-1)
+    increment_in = torch.nn.functional.pad(_wrap_phase(expected + deviation), (0, 1))
+    peak_in = _nearest_peak(mag_in[..., :-1])
+    offset_in = angle_in - torch.gather(angle_in, -2, peak_in)
+
+    mag = (1.0 - alpha) * mag_in[..., i0] + alpha * mag_in[..., i0 + 1]
+    increment = increment_in[..., i0]
+    start = angle_in[..., :1]
+    advanced = torch.cat([start, start + torch.cumsum(increment[..., :-1], dim=-1)], dim=-1)
+    phase = torch.gather(advanced, -2, peak_in[..., i0]) + offset_in[..., i0]
     return torch.polar(mag, phase)
 
 
@@ -439,7 +469,11 @@ def pitch_shift(x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: in
         group = x.index_select(0, idx).reshape(-1, t).float()
         factor = 2.0 ** (value / 12.0)
         stretched_len = int(round(t * factor))
-        spec = torch.stft(group, n_fft, hop_length, window=window, center=True, return_complex=True)
+        # Zero padding (not reflection) at the edges: a mirrored start would give the first
+        # frame's bins phases that belong to no single sinusoid.
+        spec = torch.stft(
+            group, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True
+        )
         spec = phase_vocoder(spec, 1.0 / factor, hop_length)
         stretched = torch.istft(spec, n_fft, hop_length, window=window, center=True, length=stretched_len)
         shifted = fft_resample(stretched, t)
@@ -831,7 +865,7 @@ def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: in
     if d.step_ms <= 0:
         _fail("delay.step_ms", d.step_ms, "the delay grid step must be > 0")
     _check_range(typed, "delay", "min_ms", "max_ms")
-    if d.p > 0 and d.max_ms * sample_rate / 1000.0 >= crop_length:
+    if typed.enabled and d.p > 0 and d.max_ms * sample_rate / 1000.0 >= crop_length:
         _fail("delay.max_ms", d.max_ms, f"the delay must be shorter than the crop ({crop_length} samples)")
     ps = typed.pitch
     if ps.step_semitones <= 0:
@@ -841,7 +875,7 @@ def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: in
         _fail("pitch.hop_length", ps.hop_length, f"must be in [1, augment.pitch.n_fft={ps.n_fft}]")
     if ps.n_fft < 2 or ps.n_fft % 2:
         _fail("pitch.n_fft", ps.n_fft, "must be an even number >= 2")
-    if ps.p > 0 and ps.n_fft > crop_length:
+    if typed.enabled and ps.p > 0 and ps.n_fft > crop_length:
         _fail("pitch.n_fft", ps.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
     r = typed.reverb
     if r.min_rt60_s <= 0:

@@ -5,4 +5,7 @@ from vcmr.models.samplecnn import CLMR_ARGS, VCMR_ARGS, SampleCNN
 
 register("samplecnn")(SampleCNN)
 
+# Importing these modules registers their classes ("lstm", "transformer", "projection").
+from vcmr.models import projection, video  # noqa: E402,F401
+
 __all__ = ["MODULES", "build_module", "register", "SampleCNN", "VCMR_ARGS", "CLMR_ARGS"]

@@ -47,7 +47,9 @@ def valid_mask(lengths: Optional[Tensor], batch: int, steps: int, device: torch.
     if lengths.is_floating_point():
         raise ValueError("lengths must be an integer tensor (number of valid steps per clip)")
     if int(lengths.min()) < 1 or int(lengths.max()) > steps:
-        raise ValueError(f"lengths must lie in 1 .. S = {steps}, got min {int(lengths.min())}, max {int(lengths.max())}")
+        raise ValueError(
+            f"lengths must lie in 1 .. S = {steps}, got min {int(lengths.min())}, max {int(lengths.max())}"
+        )
     return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
 
 

@@ -103,7 +103,8 @@ def build_trainer(
 ) -> pl.Trainer:
     """A Trainer from ``cfg.trainer`` writing checkpoints to ``<run_dir>/checkpoints``.
 
-    Keeps ``last.ckpt`` (for ``resume=last``) and the best checkpoint by ``monitor``.
+    Keeps ``last.ckpt`` (for ``resume=last``, rewritten every epoch) and the best
+    checkpoint by ``monitor``.
     """
     t = to_container(cfg.trainer)
     callbacks: List[Callback] = [
@@ -113,7 +114,12 @@ def build_trainer(
             monitor=monitor,
             mode=mode,
             save_top_k=1,
-            save_last=True,
+        ),
+        # A separate unmonitored callback keeps last.ckpt current every epoch (the
+        # monitored one only refreshes "last" when the best checkpoint changes).
+        ModelCheckpoint(
+            dirpath=str(run_dir / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+            enable_version_counter=False,
         ),
     ]
     logger = build_logger(cfg.logger, run_dir)

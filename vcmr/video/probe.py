@@ -102,7 +102,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         adur = _stream_duration(aus, container)
         duration = min(vdur, adur)
         if not math.isfinite(duration) or duration <= 0:
-            raise MediaError(path, f"zero or unknown duration (video {vdur:.3f}s, audio {adur:.3f}s)")
+            raise MediaError(path, f"zero or unknown duration: video {vdur:.3f}s, audio {adur:.3f}s")
         rate = vs.average_rate or vs.guessed_rate
         return MediaInfo(
             duration=duration,

@@ -1,0 +1,191 @@
+"""Throughput of the batched augmentation chain against a per-example audiomentations chain.
+
+Both chains use the probabilities and parameter ranges of the same config
+(``config/augment/clmr.yaml`` by default) on the same synthetic music, in the same run:
+
+* torch: :func:`vcmr.audio.augment.build_augmentation`, whole batches on ``--device``;
+* reference: audiomentations, one clip at a time on the CPU (PolarityInversion,
+  AddGaussianSNR, Gain, OneOf(HighPassFilter, LowPassFilter), a numpy delay (audiomentations
+  has none), PitchShift, ApplyImpulseResponse over synthetic room responses written to a
+  temporary folder), after a numpy random crop.
+
+Run by hand (needs the ``dev`` extra for audiomentations)::
+
+    python benchmarks/bench_augment.py --batch 32 --n-clips 128 --device auto
+
+It prints clips per second for each chain and the speed-up of the torch chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, List
+
+import numpy as np
+import torch
+
+from vcmr.audio.augment import build_augmentation, synthetic_rir
+from vcmr.audio.io import save_audio
+from vcmr.config import load_config
+from vcmr.data.synth import random_spec, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "config" / "augment" / "clmr.yaml"), help="augment YAML")
+    ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chain")
+    ap.add_argument("--n-clips", type=int, default=128, help="clips timed per chain")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cpu, plus cuda when available)")
+    ap.add_argument("--sample-rate", type=int, default=16000)
+    ap.add_argument("--clip-length", type=int, default=98415, help="output samples per clip (the crop)")
+    ap.add_argument("--input-length", type=int, default=114415, help="samples per clip before the crop")
+    ap.add_argument("--n-songs", type=int, default=8, help="distinct synthetic songs, cycled")
+    ap.add_argument(
+        "--pitch-method",
+        default="signalsmith_stretch",
+        choices=["signalsmith_stretch", "librosa_phase_vocoder"],
+        help="audiomentations PitchShift method",
+    )
+    ap.add_argument("--n-irs", type=int, default=8, help="synthetic impulse responses for the reference")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args()
+
+
+def make_songs(n: int, sample_rate: int, length: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    seconds = length / sample_rate + 0.01
+    return np.stack([render(random_spec(rng), sample_rate, seconds)[:length] for _ in range(n)]).astype(np.float32)
+
+
+def reference_chain(cfg, sample_rate: int, ir_dir: Path, pitch_method: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The same chain, per example, from audiomentations (+ numpy delay)."""
+    from audiomentations import (
+        AddGaussianSNR,
+        ApplyImpulseResponse,
+        Compose,
+        Gain,
+        HighPassFilter,
+        LowPassFilter,
+        OneOf,
+        PitchShift,
+        PolarityInversion,
+    )
+
+    f = cfg.filter
+    rolloff = 6 * f.order  # Butterworth: 6 dB per octave per order
+    before_delay = Compose(
+        [
+            PolarityInversion(p=cfg.polarity.p),
+            AddGaussianSNR(min_snr_db=cfg.noise.min_snr_db, max_snr_db=cfg.noise.max_snr_db, p=cfg.noise.p),
+            Gain(min_gain_db=cfg.gain.min_db, max_gain_db=cfg.gain.max_db, p=cfg.gain.p),
+            OneOf(
+                [
+                    HighPassFilter(f.highpass_min_hz, f.highpass_max_hz, rolloff, rolloff, p=1.0),
+                    LowPassFilter(f.lowpass_min_hz, f.lowpass_max_hz, rolloff, rolloff, p=1.0),
+                ],
+                weights=[f.highpass_prob, 1.0 - f.highpass_prob],
+                p=f.p,
+            ),
+        ]
+    )
+    after_delay = Compose(
+        [
+            PitchShift(cfg.pitch.min_semitones, cfg.pitch.max_semitones, method=pitch_method, p=cfg.pitch.p),
+            ApplyImpulseResponse(ir_path=str(ir_dir), p=cfg.reverb.p, leave_length_unchanged=True),
+        ]
+    )
+    d = cfg.delay
+    delays_ms = np.arange(d.min_ms, d.max_ms + d.step_ms / 2, d.step_ms)
+    rng = np.random.default_rng(1)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y = before_delay(samples=x, sample_rate=sample_rate)
+        if rng.random() < d.p:
+            offset = int(round(rng.choice(delays_ms) * sample_rate / 1000.0))
+            echo = np.zeros_like(y)
+            echo[offset:] = y[: len(y) - offset]
+            y = y + d.volume * echo
+        return after_delay(samples=y.astype(np.float32), sample_rate=sample_rate)
+
+    return run
+
+
+def time_reference(songs: np.ndarray, n_clips: int, clip_length: int, run: Callable, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    run(songs[0, :clip_length])  # warm-up: file loading, caches
+    start = time.perf_counter()
+    for i in range(n_clips):
+        song = songs[i % len(songs)]
+        offset = rng.integers(0, song.shape[0] - clip_length + 1)
+        out = run(song[offset : offset + clip_length])
+        assert out.shape == (clip_length,)
+    return n_clips / (time.perf_counter() - start)
+
+
+def time_torch(songs: np.ndarray, n_clips: int, batch: int, chain, device: str, seed: int) -> float:
+    dev = torch.device(device)
+    chain = chain.to(dev)
+    idx = np.arange(batch) % len(songs)
+    x = torch.from_numpy(songs[idx]).unsqueeze(1)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    xb = x.to(dev)
+    chain(xb, gen)  # warm-up (kernels, FFT plans)
+    sync()
+    n_batches = max(1, -(-n_clips // batch))
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        # The batch arrives from the host each step, as in training.
+        out = chain(x.to(dev, non_blocking=True), gen)
+    sync()
+    elapsed = time.perf_counter() - start
+    assert out.shape == (batch, 1, chain.crop_length)
+    return n_batches * batch / elapsed
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config).augment
+    sr = args.sample_rate
+    if args.input_length < args.clip_length:
+        raise SystemExit(f"--input-length ({args.input_length}) must be >= --clip-length ({args.clip_length})")
+    songs = make_songs(args.n_songs, sr, args.input_length, args.seed)
+    devices: List[str] = ["cpu"] if args.device in ("auto", "cpu") else [args.device]
+    if args.device == "auto" and torch.cuda.is_available():
+        devices.append("cuda")
+
+    print(
+        f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); "
+        f"config {args.config}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
+    chain = build_augmentation(cfg, sr, args.clip_length)
+    rates = {}
+    for device in devices:
+        rates[device] = time_torch(songs, args.n_clips, args.batch, chain, device, args.seed)
+        print(f"torch batched chain   [{device:>4}, batch {args.batch:3d}]: {rates[device]:9.1f} clips/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Synthetic room responses spanning the config's RT60 range, as wav files.
+        ir_len = int(round(cfg.reverb.ir_length_s * sr))
+        rt60 = torch.linspace(cfg.reverb.min_rt60_s, cfg.reverb.max_rt60_s, args.n_irs, dtype=torch.float64)
+        irs = synthetic_rir(rt60, ir_len, sr, torch.Generator().manual_seed(args.seed))
+        for i in range(args.n_irs):
+            save_audio(Path(tmp) / f"ir_{i}.wav", irs[i, 0].numpy(), sr)
+        run = reference_chain(cfg, sr, Path(tmp), args.pitch_method)
+        ref = time_reference(songs, args.n_clips, args.clip_length, run, args.seed)
+    print(f"audiomentations chain [ cpu, per example ]: {ref:9.1f} clips/s  (PitchShift {args.pitch_method})")
+    for device, rate in rates.items():
+        print(f"speed-up torch {device} / audiomentations: {rate / ref:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()

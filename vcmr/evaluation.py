@@ -1,0 +1,401 @@
+"""Song-level evaluation of a tagger, the way tagging papers report it.
+
+Each track is cut into windows of the model's input length ``L`` (samples). With an
+overlap ratio ``r`` (``0 <= r < 1``) the hop is ``max(1, round(L * (1 - r)))`` and the
+windows start at ``0, hop, 2 hop, ...`` as long as they fit inside the track.
+
+**Last partial window rule.** If the last full window ends before the track does, one
+more window is added that ends exactly at the last sample (start ``N - L``). It overlaps
+its neighbour more than ``r``, but every sample of the track is covered by real audio
+and nothing is zero-padded. A track shorter than one window raises
+:class:`TrackTooShortError`, naming the track.
+
+Window probabilities (sigmoid of the logits) are aggregated per track with ``mean`` and
+``max``; macro ROC-AUC and PR-AUC are then computed over tracks, overall, per tag group
+and per tag (:mod:`vcmr.metrics.tagging`, which also states the rule for tags with no
+positive in the split).
+
+Outputs (``write_report``): ``results.json`` (scores, checkpoint/config/data sha256),
+``per_tag.tsv`` and ``per_tag.png`` (chart of the per-tag scores of the primary setting:
+first overlap, first aggregation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from tqdm import tqdm
+
+from vcmr.config import CONFIG_DIR, to_container
+from vcmr.data.tagging import AudioStore, TaggingDataConfig, Track, build_index, drop_unusable
+from vcmr.metrics.tagging import tagging_scores
+from vcmr.utils import atomic_path, atomic_write_text
+
+LAST_WINDOW_RULE = (
+    "windows of the model input length start every round(L*(1-overlap)) samples while they fit; "
+    "if the last one ends before the track, one more window ending at the last sample is added; "
+    "tracks shorter than one window are an error"
+)
+
+AGGREGATIONS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda p: p.mean(axis=0),
+    "max": lambda p: p.max(axis=0),
+}
+
+
+class TrackTooShortError(ValueError):
+    """A track has fewer samples than one model window."""
+
+
+def window_starts(n_samples: int, window: int, overlap: float, name: str = "track") -> np.ndarray:
+    """Start sample of every window (module docstring rule).
+
+    Args:
+        n_samples: track length in samples.
+        window: window length ``L`` in samples.
+        overlap: ratio in [0, 1).
+        name: used in the error message.
+
+    Returns:
+        ``[W]`` int64 starts; the windows cover ``[0, n_samples)``.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap ratio must be in [0, 1), got {overlap}")
+    if window <= 0:
+        raise ValueError(f"window must be positive, got {window}")
+    if n_samples < window:
+        raise TrackTooShortError(
+            f"{name}: {n_samples} samples is shorter than one model window of {window} samples"
+        )
+    hop = max(1, int(round(window * (1.0 - overlap))))
+    starts = np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+    if starts[-1] + window < n_samples:
+        starts = np.append(starts, n_samples - window)
+    return starts
+
+
+def split_windows(audio: np.ndarray, window: int, overlap: float, name: str = "track") -> np.ndarray:
+    """``[N]`` audio -> ``[W, window]`` windows (a strided view copy)."""
+    starts = window_starts(int(audio.shape[0]), window, overlap, name)
+    return np.stack([audio[s : s + window] for s in starts])
+
+
+def aggregate(probs: np.ndarray, how: str) -> np.ndarray:
+    """``[W, T]`` window probabilities -> ``[T]`` track probabilities (``mean`` or ``max``)."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation '{how}'; choose from {sorted(AGGREGATIONS)}")
+    return AGGREGATIONS[how](np.asarray(probs))
+
+
+def setting_key(overlap: float, aggregation: str) -> str:
+    """Name of one (overlap, aggregation) setting in results, e.g. ``overlap=0.5/mean``."""
+    return f"overlap={float(overlap):g}/{aggregation}"
+
+
+def load_tag_groups(spec: Optional[str], tags: Sequence[str]) -> Dict[str, List[str]]:
+    """Tag groups for the report.
+
+    Args:
+        spec: ``None`` (no groups), ``prefix`` (group ``category---tag`` names by category,
+            as MTG-Jamendo and the demo use), or a YAML file with a ``groups:`` mapping
+            of group -> tag names (relative paths are also looked up in ``config/``).
+        tags: the vocabulary; every grouped tag must be in it.
+    """
+    if spec is None:
+        return {}
+    if spec == "prefix":
+        groups: Dict[str, List[str]] = {}
+        for t in tags:
+            if "---" in t:
+                groups.setdefault(t.split("---", 1)[0], []).append(t)
+        return groups
+    path = Path(spec)
+    if not path.is_file() and (CONFIG_DIR / path).is_file():
+        path = CONFIG_DIR / path
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation.tag_groups: file not found: {spec}")
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(node, dict) or not isinstance(node.get("groups"), dict):
+        raise ValueError(f"{path}: expected a 'groups:' mapping of group name -> list of tags")
+    vocab = set(tags)
+    out = {}
+    for name, members in node["groups"].items():
+        missing = [t for t in members if t not in vocab]
+        if missing:
+            raise ValueError(f"{path}: group '{name}' names tags that the dataset does not have: {missing}")
+        out[str(name)] = [str(t) for t in members]
+    return out
+
+
+@torch.no_grad()
+def predict_windows(
+    tagger: torch.nn.Module,
+    tracks: Sequence[Track],
+    store: AudioStore,
+    overlaps: Sequence[float],
+    batch_size: int,
+    device: str,
+) -> Dict[float, List[np.ndarray]]:
+    """Window probabilities of every track: overlap -> list (per track) of ``[W, T]``."""
+    tagger = tagger.to(device).eval()
+    window = int(tagger.input_length)
+    out: Dict[float, List[np.ndarray]] = {float(o): [] for o in overlaps}
+    for track in tqdm(tracks, desc="song-level evaluation", unit="track"):
+        audio = store.load(track)
+        for o in out:
+            wins = split_windows(audio, window, o, name=str(store.file(track)))
+            probs = []
+            for i in range(0, len(wins), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(wins[i : i + batch_size], np.float32))[:, None].to(device)
+                probs.append(torch.sigmoid(tagger(x)).float().cpu().numpy())
+            out[o].append(np.concatenate(probs))
+    return out
+
+
+def evaluate_tagger(
+    tagger: torch.nn.Module,
+    tracks: Sequence[Track],
+    store: AudioStore,
+    tags: Sequence[str],
+    eval_cfg: Mapping[str, Any],
+    groups: Optional[Mapping[str, Sequence[str]]] = None,
+    device: str = "cpu",
+) -> Dict[str, Any]:
+    """Score ``tracks`` song by song for every (overlap, aggregation) setting.
+
+    Args:
+        tagger: model mapping ``[B, 1, L]`` to ``[B, T]`` logits, with ``input_length``.
+        tracks: the evaluated split.
+        store: audio access.
+        tags: T tag names.
+        eval_cfg: ``overlaps``, ``aggregations``, ``batch_size``.
+        groups: tag groups for the report.
+        device: torch device string.
+
+    Returns:
+        ``{"results": {setting: TaggingScores dict}, "primary": setting, "tags", "n_tracks",
+        "input_length", "rule", "predictions": {setting: [N, T]}, "labels": [N, T]}``
+        (the two arrays are numpy and are not written to JSON).
+    """
+    if not tracks:
+        raise ValueError("no tracks to evaluate")
+    overlaps = [float(o) for o in eval_cfg["overlaps"]]
+    aggs = [str(a) for a in eval_cfg["aggregations"]]
+    for a in aggs:
+        if a not in AGGREGATIONS:
+            raise ValueError(f"evaluation.aggregations: unknown '{a}'; choose from {sorted(AGGREGATIONS)}")
+    if not overlaps or not aggs:
+        raise ValueError("evaluation.overlaps and evaluation.aggregations must not be empty")
+    windows = predict_windows(tagger, tracks, store, overlaps, int(eval_cfg["batch_size"]), device)
+    labels = np.stack([t.labels for t in tracks])
+    results, predictions = {}, {}
+    for o in overlaps:
+        for a in aggs:
+            key = setting_key(o, a)
+            pred = np.stack([aggregate(p, a) for p in windows[o]])
+            predictions[key] = pred
+            results[key] = tagging_scores(labels, pred, list(tags), groups).to_dict()
+    return {
+        "results": results,
+        "primary": setting_key(overlaps[0], aggs[0]),
+        "tags": list(tags),
+        "n_tracks": len(tracks),
+        "input_length": int(tagger.input_length),
+        "rule": LAST_WINDOW_RULE,
+        "predictions": predictions,
+        "labels": labels,
+    }
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
+
+
+def per_tag_table(result: Mapping[str, Any], setting: Optional[str] = None) -> str:
+    """Tab-separated per-tag table (tag, positives, ROC-AUC, PR-AUC) of one setting."""
+    setting = setting or result["primary"]
+    rows = ["tag\tn_pos\troc_auc\tpr_auc"]
+    for tag, s in result["results"][setting]["per_tag"].items():
+        roc = "" if s["roc_auc"] is None else f"{s['roc_auc']:.6f}"
+        pr = "" if s["pr_auc"] is None else f"{s['pr_auc']:.6f}"
+        rows.append(f"{tag}\t{s['n_pos']}\t{roc}\t{pr}")
+    return "\n".join(rows) + "\n"
+
+
+def print_report(result: Mapping[str, Any], title: str) -> None:
+    """Print overall/group scores of every setting and the per-tag table of the primary one."""
+    print(f"\n{title}  ({result['n_tracks']} tracks, window {result['input_length']} samples)")
+    print(f"{'setting':<22} {'ROC-AUC':>8} {'PR-AUC':>8}")
+    for key, r in result["results"].items():
+        print(f"{key:<22} {_fmt(r['overall']['roc_auc']):>8} {_fmt(r['overall']['pr_auc']):>8}")
+    primary = result["results"][result["primary"]]
+    if primary["groups"]:
+        print(f"\ngroups ({result['primary']})")
+        for g, s in primary["groups"].items():
+            print(f"  {g:<20} {_fmt(s['roc_auc']):>8} {_fmt(s['pr_auc']):>8}  ({s['n_tags']} tags)")
+    print(f"\nper tag ({result['primary']})")
+    print(f"  {'tag':<28} {'pos':>5} {'ROC-AUC':>8} {'PR-AUC':>8}")
+    for tag, s in primary["per_tag"].items():
+        print(f"  {tag:<28} {s['n_pos']:>5} {_fmt(s['roc_auc']):>8} {_fmt(s['pr_auc']):>8}")
+    if primary["undefined"]:
+        print(f"  ({len(primary['undefined'])} tag(s) with a single class in this split left out of the averages)")
+
+
+def plot_per_tag(result: Mapping[str, Any], path: str | os.PathLike, setting: Optional[str] = None) -> Path:
+    """Horizontal bar chart of per-tag ROC-AUC and PR-AUC (sorted by ROC-AUC), PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    setting = setting or result["primary"]
+    per_tag = result["results"][setting]["per_tag"]
+    items = sorted(per_tag.items(), key=lambda kv: -1.0 if kv[1]["roc_auc"] is None else kv[1]["roc_auc"])
+    names = [k for k, _ in items]
+    roc = [np.nan if v["roc_auc"] is None else v["roc_auc"] for _, v in items]
+    pr = [np.nan if v["pr_auc"] is None else v["pr_auc"] for _, v in items]
+    fig, axes = plt.subplots(1, 2, figsize=(10, max(3.0, 0.22 * len(names) + 1.0)), sharey=True)
+    for ax, values, label in zip(axes, (roc, pr), ("ROC-AUC", "PR-AUC")):
+        ax.barh(np.arange(len(names)), values, color="tab:blue" if label == "ROC-AUC" else "tab:orange")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(np.arange(len(names)))
+    axes[0].set_yticklabels(names, fontsize=7)
+    fig.suptitle(f"per-tag scores, {setting}")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    result: Mapping[str, Any], out_dir: str | os.PathLike, header: Mapping[str, Any], chart: bool
+) -> Path:
+    """Write ``results.json``, ``per_tag.tsv`` and (optionally) ``per_tag.png`` into ``out_dir``.
+
+    ``header`` entries (checkpoint, config and data hashes, ...) go first in the JSON.
+    Returns the JSON path.
+    """
+    out = Path(out_dir)
+    body = {k: v for k, v in result.items() if k not in ("predictions", "labels")}
+    doc = {**dict(header), **body}
+    json_path = out / "results.json"
+    atomic_write_text(json_path, json.dumps(doc, indent=2, allow_nan=False))
+    atomic_write_text(out / "per_tag.tsv", per_tag_table(result))
+    if chart:
+        plot_per_tag(result, out / "per_tag.png")
+    return json_path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# Stand-alone evaluation of a checkpoint
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SongEvalConfig:
+    """Song-level evaluation settings (``evaluation:`` block of the stage-3 configs).
+
+    ``overlaps``: window overlap ratios; ``aggregations``: ``mean``/``max``; ``batch_size``:
+    windows per forward pass; ``tag_groups``: ``null``, ``prefix`` or a YAML file
+    (:func:`load_tag_groups`); ``chart``: write ``per_tag.png``.
+    """
+
+    overlaps: List[float] = MISSING
+    aggregations: List[str] = MISSING
+    batch_size: int = MISSING
+    tag_groups: Optional[str] = MISSING
+    chart: bool = MISSING
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """Schema of ``config/evaluation.yaml``.
+
+    ``checkpoint``: a ``.ckpt`` written by stage-3 training, or its run folder.
+    ``output_dir``: ``null`` writes to ``<run folder>/evaluation/<data.subset>``.
+    ``device``: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    checkpoint: str = MISSING
+    data: TaggingDataConfig = dataclasses.field(default_factory=TaggingDataConfig)
+    evaluation: SongEvalConfig = dataclasses.field(default_factory=SongEvalConfig)
+    output_dir: Optional[str] = MISSING
+    device: str = MISSING
+
+
+def evaluate(cfg: DictConfig) -> Dict[str, Any]:
+    """Evaluate ``cfg.checkpoint`` on ``cfg.data.subset``; write and print the report.
+
+    Returns:
+        ``{"results_json", "roc_auc", "pr_auc" (primary setting), "song": {setting: overall}}``.
+    """
+    from vcmr.trainers.supervised import load_tagger
+
+    tagger, meta = load_tagger(cfg.checkpoint)
+    ckpt_path = Path(meta["path"])
+    sample_rate = int(cfg.data.sample_rate)
+    if sample_rate != int(meta["sample_rate"]):
+        raise ValueError(f"data.sample_rate={sample_rate} but {ckpt_path} was trained at {meta['sample_rate']} Hz")
+    index = build_index(cfg.data)
+    if list(index.tags) != list(meta["tags"]):
+        raise ValueError(
+            f"{ckpt_path}: the model predicts {len(meta['tags'])} tags that differ from the "
+            f"{len(index.tags)} tags of {index.name} ({cfg.data.name}, split {cfg.data.split}); "
+            "evaluate with the data settings the model was trained with"
+        )
+    subset = str(cfg.data.subset)
+    if subset not in index.splits:
+        raise ValueError(f"data.subset: '{subset}' is not one of {sorted(index.splits)}")
+    store = AudioStore(index.audio_root, sample_rate, cfg.data.cache.dir)
+    index, report = drop_unusable(index, store)
+    device = str(cfg.device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    groups = load_tag_groups(cfg.evaluation.tag_groups, index.tags)
+    result = evaluate_tagger(tagger, index.splits[subset], store, index.tags, to_container(cfg.evaluation), groups, device)
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "evaluation" / subset
+    cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    train_cfg = run_dir / "config.yaml"
+    header = {
+        "checkpoint": {"path": str(ckpt_path), "sha256": sha256_file(ckpt_path), "mode": meta["mode"]},
+        "config": {"sha256": hashlib.sha256(cfg_yaml.encode()).hexdigest(), "values": to_container(cfg)},
+        "training_config": {"path": str(train_cfg), "sha256": sha256_file(train_cfg)} if train_cfg.is_file() else None,
+        "data": {
+            "name": index.name, "split": str(cfg.data.split), "subset": subset,
+            "n_tracks": len(index.splits[subset]), "dropped": report.counts().get(subset, 0),
+            "sha256": index.fingerprint(subset),
+        },
+    }
+    json_path = write_report(result, out_dir, header, chart=bool(cfg.evaluation.chart))
+    print_report(result, title=f"{index.name} {subset}: song-level scores of {ckpt_path.name}")
+    print(f"\nwrote {json_path}")
+    primary = result["results"][result["primary"]]["overall"]
+    return {
+        "results_json": str(json_path),
+        "roc_auc": primary["roc_auc"],
+        "pr_auc": primary["pr_auc"],
+        "song": {k: v["overall"] for k, v in result["results"].items()},
+    }

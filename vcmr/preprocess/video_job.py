@@ -1,0 +1,199 @@
+"""The per-video work of the music-video builder that runs in decode worker processes.
+
+One call of :func:`analyse` downloads (if needed), probes, picks the kept window, decodes
+the window once (frames for the encoder and for scene detection together), applies the
+scene rule, writes the audio segments, and returns the encoder frames to the parent
+process, which encodes them in batches on its device. This module imports no torch, so
+spawned workers start quickly.
+
+Alignment: with ``W`` the whole-second window length, audio segment ``j`` holds samples
+``[j * L * sr, (j + 1) * L * sr)`` of the window (``L = audio.segment_seconds``) and
+feature row ``k`` averages the frames sampled at times ``window_start + k + (i + 0.5) /
+fps``, ``i = 0..fps-1``, i.e. the frames shown during audio samples ``[k * sr, (k + 1) * sr)``
+of the window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from vcmr.audio.io import AudioDecodeError, load_audio, save_audio
+from vcmr.preprocess.download import DownloadError, DownloadSettings, VideoSource
+from vcmr.preprocess.manifest import VideoRecord, failed
+from vcmr.video.frames import FrameGrid, iter_samples
+from vcmr.video.probe import MediaError, MediaInfo, probe
+from vcmr.video.scenes import SceneTracker
+
+SHORT_RULES = ("keep_whole", "reject")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """Plain, picklable copy of the config keys a worker needs (see ``config/preprocess.yaml``)."""
+
+    window_seconds: float
+    short_rule: str
+    scene_threshold: float
+    scene_min_len: float
+    scene_max_seconds: float
+    scene_fps: float
+    scene_short_side: int
+    sample_rate: int
+    segment_seconds: float
+    n_segments: int
+    audio_format: str
+    frame_fps: float
+    frame_size: int
+    interpolation: str
+    decoder_threads: int
+    end_tolerance: float
+    download: DownloadSettings
+
+
+@dataclasses.dataclass
+class Analysis:
+    """Worker result. ``record`` is set for rejected/failed videos; otherwise ``frames``
+    ``[N, S, S, 3]`` uint8 and ``rows`` ``[N]`` (feature row of each frame) are set and
+    ``facts`` holds the ok record's fields except the feature ones."""
+
+    video_id: str
+    record: Optional[VideoRecord] = None
+    frames: Optional[np.ndarray] = None
+    rows: Optional[np.ndarray] = None
+    facts: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Kept window: ``start`` (s), ``duration`` (whole seconds), audio ``n_segments``."""
+
+    start: float
+    duration: float
+    n_segments: int
+
+
+def choose_window(duration: float, s: JobSettings) -> Tuple[Optional[Window], str]:
+    """Middle ``window_seconds`` of the file, or the short-video rule. Returns the window
+    or ``(None, reason)`` for a rejection."""
+    if duration >= s.window_seconds:
+        start = round((duration - s.window_seconds) / 2.0, 3)
+        return Window(start, float(s.window_seconds), s.n_segments), ""
+    if s.short_rule == "reject":
+        return None, f"too short: {duration:.2f} s < {s.window_seconds:g} s window"
+    whole = float(math.floor(duration))
+    n_seg = min(s.n_segments, int(math.floor(whole / s.segment_seconds + 1e-9)))
+    if n_seg == 0:
+        return None, f"too short: {duration:.2f} s < one {s.segment_seconds:g} s audio segment"
+    return Window(0.0, whole, n_seg), ""
+
+
+def audio_relpath(video_id: str, j: int, fmt: str) -> str:
+    """Deterministic segment path relative to the dataset dir."""
+    return f"audio/{video_id}/{video_id}_{j:02d}.{fmt}"
+
+
+def feature_relpath(video_id: str) -> str:
+    return f"features/{video_id}.npy"
+
+
+def _decode_window(path: Path, win: Window, s: JobSettings) -> Tuple[np.ndarray, np.ndarray, Any]:
+    clip = FrameGrid(s.frame_fps, s.frame_size, True)
+    scene = FrameGrid(s.scene_fps, s.scene_short_side, False)
+    tracker = SceneTracker(s.scene_fps, s.scene_threshold, s.scene_min_len)
+    n_clip, n_scene = clip.n_samples(win.duration), scene.n_samples(win.duration)
+    frames = np.zeros((n_clip, s.frame_size, s.frame_size, 3), np.uint8)
+    times = clip.times(win.duration)
+    got = [0, 0]
+    for smp in iter_samples(
+        path, win.start, win.duration, [clip, scene], s.interpolation, s.decoder_threads, s.end_tolerance
+    ):
+        got[smp.grid] += 1
+        if smp.grid == 0:
+            frames[smp.index] = smp.image
+        else:
+            tracker.add(smp.index, smp.image)
+    if got[0] < n_clip or got[1] < n_scene:
+        end = got[0] / s.frame_fps
+        raise MediaError(
+            path, f"truncated: video frames end about {win.start + end:.2f} s, window ends {win.start + win.duration:.2f} s"
+        )
+    rows = np.floor(times + 1e-9).astype(np.int64)
+    return frames, rows, tracker.finish(win.duration)
+
+
+def _write_audio(root: Path, video_id: str, path: Path, win: Window, s: JobSettings) -> List[str]:
+    seg_len = int(round(s.segment_seconds * s.sample_rate))
+    total = win.n_segments * s.segment_seconds
+    x = load_audio(path, s.sample_rate, offset=win.start, duration=total)
+    rels = []
+    for j in range(win.n_segments):
+        rel = audio_relpath(video_id, j, s.audio_format)
+        save_audio(root / rel, x[j * seg_len : (j + 1) * seg_len], s.sample_rate)
+        rels.append(rel)
+    return rels
+
+
+def analyse(
+    source: VideoSource,
+    root: str,
+    s: JobSettings,
+    downloader: Optional[Callable[[VideoSource, DownloadSettings], Path]] = None,
+) -> Analysis:
+    """Process one video up to (not including) frame encoding. Never raises for a bad
+    video: problems come back as a rejected/failed record."""
+    t0 = time.perf_counter()
+    vid = source.video_id
+    out = Analysis(vid)
+    info: Optional[MediaInfo] = None
+    try:
+        if source.path is not None:
+            path = Path(source.path)
+        else:
+            if downloader is None:
+                raise DownloadError(vid, "download failed: no downloader configured")
+            path = Path(downloader(source, s.download))
+        info = probe(path)
+        win, why = choose_window(info.duration, s)
+        if win is None:
+            out.record = failed(vid, "rejected", why, duration=info.duration)
+            return out
+        frames, rows, scenes = _decode_window(path, win, s)
+        facts = dict(
+            duration=info.duration, n_scenes=scenes.n_scenes, longest_scene=scenes.longest,
+            window_start=win.start, window_duration=win.duration,
+        )
+        if scenes.longest > s.scene_max_seconds:
+            a, b = max(scenes.scenes, key=lambda se: se[1] - se[0])
+            out.record = failed(
+                vid, "rejected",
+                f"scene too long: {scenes.longest:.2f} s > {s.scene_max_seconds:g} s "
+                f"(window {a:.2f}-{b:.2f} s)",
+                **facts,
+            )
+            return out
+        try:
+            rels = _write_audio(Path(root), vid, path, win, s)
+        except AudioDecodeError as exc:
+            out.record = failed(vid, "failed", f"audio decoding failed: {exc.reason}", **facts)
+            return out
+        out.frames, out.rows = frames, rows
+        out.facts = dict(facts, n_segments=win.n_segments, audio_paths=tuple(rels))
+    except DownloadError as exc:
+        out.record = failed(vid, "failed", exc.reason)
+    except MediaError as exc:
+        facts = {"duration": info.duration} if info is not None else {}
+        out.record = failed(vid, "failed", exc.reason, **facts)
+    except Exception as exc:  # a video must never stop the run; keep the cause for the manifest
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        out.record = failed(vid, "failed", f"unexpected error: {tb}")
+    finally:
+        out.seconds = time.perf_counter() - t0
+    return out
