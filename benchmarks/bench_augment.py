@@ -40,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--config", default=str(ROOT / "config" / "augment" / "clmr.yaml"), help="augment YAML")
     ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chain")
     ap.add_argument("--n-clips", type=int, default=128, help="clips timed per chain")
+    ap.add_argument("--n-ref-clips", type=int, default=0, help="clips timed for audiomentations (0: --n-clips)")
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cpu, plus cuda when available)")
     ap.add_argument("--sample-rate", type=int, default=16000)
     ap.add_argument("--clip-length", type=int, default=98415, help="output samples per clip (the crop)")
@@ -52,6 +53,7 @@ def parse_args() -> argparse.Namespace:
         help="audiomentations PitchShift method",
     )
     ap.add_argument("--n-irs", type=int, default=8, help="synthetic impulse responses for the reference")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args()
 
@@ -154,6 +156,8 @@ def time_torch(songs: np.ndarray, n_clips: int, batch: int, chain, device: str, 
 
 def main() -> None:
     args = parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.config).augment
     sr = args.sample_rate
     if args.input_length < args.clip_length:
@@ -181,7 +185,7 @@ def main() -> None:
         for i in range(args.n_irs):
             save_audio(Path(tmp) / f"ir_{i}.wav", irs[i, 0].numpy(), sr)
         run = reference_chain(cfg, sr, Path(tmp), args.pitch_method)
-        ref = time_reference(songs, args.n_clips, args.clip_length, run, args.seed)
+        ref = time_reference(songs, args.n_ref_clips or args.n_clips, args.clip_length, run, args.seed)
     print(f"audiomentations chain [ cpu, per example ]: {ref:9.1f} clips/s  (PitchShift {args.pitch_method})")
     for device, rate in rates.items():
         print(f"speed-up torch {device} / audiomentations: {rate / ref:6.1f}x")

@@ -39,6 +39,9 @@ from torch import Tensor, nn
 
 from vcmr.config import ConfigError
 
+#: Zero padding of the frequency-domain filters, in periods of the lowest cut-off.
+FILTER_PAD_PERIODS = 16
+
 #: ln(1000): an amplitude envelope exp(-LN_1000 * t / rt60) has fallen by 60 dB at rt60.
 LN_1000 = math.log(1000.0)
 
@@ -156,23 +159,37 @@ def _per_example(v: Tensor | float, x: Tensor) -> Tensor:
     return v.view(-1, 1, 1)
 
 
+#: Radices for zero-padded FFT sizes: the fastest passes of pocketFFT and cuFFT.
+_PAD_RADICES = (2, 3, 5, 7)
+#: Prime factors allowed in the stretched length of the pitch shift: small enough for
+#: direct FFT passes (no Bluestein fallback), dense enough to land within ~0.1 % of a*T.
+_STRETCH_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23)
+
+
+def _is_smooth(n: int, primes: Tuple[int, ...]) -> bool:
+    for r in primes:
+        while n % r == 0:
+            n //= r
+    return n == 1
+
+
 def next_fast_len(n: int) -> int:
-    """Smallest integer >= ``n`` whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    if n <= 1:
-        return 1
-    best = 1 << (n - 1).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            # Smallest power of two that lifts p35 to at least n.
-            q = p35
-            while q < n:
-                q *= 2
-            best = min(best, q)
-            p35 *= 3
-        p5 *= 5
-    return best
+    """Smallest integer >= ``n`` whose prime factors are all <= 7 (fast FFT sizes)."""
+    n = max(1, int(n))
+    while not _is_smooth(n, _PAD_RADICES):
+        n += 1
+    return n
+
+
+def nearest_smooth_len(x: float, primes: Tuple[int, ...] = _STRETCH_PRIMES) -> int:
+    """The integer closest to ``x`` whose prime factors all lie in ``primes`` (ties go up)."""
+    up = max(1, math.ceil(x))
+    while not _is_smooth(up, primes):
+        up += 1
+    down = max(1, math.floor(x))
+    while down > 1 and not _is_smooth(down, primes):
+        down -= 1
+    return down if x - down < up - x else up
 
 
 def _uniform(n: int, low: float, high: float, generator: Optional[torch.Generator]) -> Tensor:
@@ -306,8 +323,10 @@ def frequency_filter(
 ) -> Tensor:
     """Zero-phase Butterworth high- or low-pass filter, applied in the frequency domain.
 
-    The signal is zero-padded to twice its length before the FFT, so the filtering is a
-    linear (not circular) convolution with the filter's two-sided impulse response.
+    The signal is zero-padded before the FFT by :data:`FILTER_PAD_PERIODS` periods of the
+    lowest cut-off (at most its own length), so the filtering is a linear, not circular,
+    convolution with the filter's two-sided impulse response, whose envelope decays like
+    ``exp(-2 pi fc sin(pi / 2n) |t|)``: far below float precision after that many periods.
 
     Args:
         x: ``[B, 1, T]`` waveform at ``sample_rate`` Hz.
@@ -322,7 +341,8 @@ def frequency_filter(
     b, _, t = x.shape
     cutoff = _per_example(cutoff_hz, x).view(b).float()
     hp = torch.as_tensor(highpass, device=x.device, dtype=torch.bool).expand(b)
-    n = next_fast_len(2 * t)
+    pad = min(t, math.ceil(FILTER_PAD_PERIODS * sample_rate / float(cutoff.min())))
+    n = next_fast_len(t + pad)
     spec = torch.fft.rfft(x.float(), n=n)
     freqs = torch.fft.rfftfreq(n, d=1.0 / sample_rate, device=x.device)
     spec = spec * butterworth_response(freqs, cutoff, order, hp).unsqueeze(1)
@@ -360,70 +380,72 @@ def _wrap_phase(phi: Tensor) -> Tensor:
     return phi - 2.0 * math.pi * torch.floor((phi + math.pi) / (2.0 * math.pi))
 
 
-def _nearest_peak(mag: Tensor) -> Tensor:
-    """For every bin, the index of the nearest spectral peak of its frame.
+def _peak_of_bin(mag: Tensor, jumps: int = 2) -> Tensor:
+    """For every bin, the spectral peak its main lobe belongs to (steepest ascent).
+
+    Each bin points to its larger neighbour (or itself at a local maximum); following the
+    pointers ``2 ** jumps`` times (pointer doubling) reaches the peak of lobes up to that
+    many bins wide.
 
     Args:
-        mag: ``[..., F, M]`` magnitudes.
+        mag: ``[..., F]`` magnitudes (frequency last).
+        jumps: pointer doublings.
 
     Returns:
-        ``[..., F, M]`` long bin indices (a frame without peaks maps every bin to itself).
+        ``[..., F]`` long bin indices.
     """
-    n_freq = mag.shape[-2]
-    left = torch.nn.functional.pad(mag[..., :-1, :], (0, 0, 1, 0), value=-1.0)
-    right = torch.nn.functional.pad(mag[..., 1:, :], (0, 0, 0, 1), value=-1.0)
-    is_peak = (mag > left) & (mag >= right)
-    k = torch.arange(n_freq, device=mag.device).view(-1, 1).expand_as(mag)
-    big = n_freq * 4
-    # Closest peak at or below each bin, and at or above it (running max / min over bins).
-    below = torch.where(is_peak, k, torch.full_like(k, -big)).cummax(dim=-2).values
-    above = torch.where(is_peak, k, torch.full_like(k, big)).flip(-2).cummin(dim=-2).values.flip(-2)
-    nearest = torch.where((k - below) <= (above - k), below, above)
-    return torch.where(nearest.abs() >= big, k, nearest)
+    left = torch.nn.functional.pad(mag[..., :-1], (1, 0), value=-1.0)
+    right = torch.nn.functional.pad(mag[..., 1:], (0, 1), value=-1.0)
+    up = (right > mag) & (right >= left)
+    down = (left > mag) & ~up
+    ptr = torch.arange(mag.shape[-1], device=mag.device) + up.long() - down.long()
+    for _ in range(jumps):
+        ptr = torch.gather(ptr, -1, ptr)
+    return ptr
 
 
-def phase_vocoder(spec: Tensor, rate: float, hop_length: int) -> Tensor:
+def phase_vocoder(spec: Tensor, rate: float) -> Tensor:
     """Time-stretch a complex STFT by ``1 / rate`` keeping its frequencies.
 
     Output frame ``k`` reads the input at fractional frame ``k * rate``: its magnitude is
     linearly interpolated between the two neighbouring frames, and each bin's phase
-    advances by its measured instantaneous frequency (expected advance plus the wrapped
-    phase deviation between the two frames). Phases are then locked to the nearest
-    spectral peak (identity phase locking): a bin keeps the phase offset to its peak that
-    it has in the analysis frame, so the bins of one partial stay coherent instead of
-    drifting apart (which would lower the level and smear the sound).
+    advances by the phase it gains over one hop in the input (its instantaneous frequency
+    times the hop; analysis and synthesis hops are equal). Phases are then locked to the
+    peak of each bin's spectral lobe (identity phase locking): a bin keeps the phase offset
+    to its peak that it has in the analysis frame, so the bins of one partial stay coherent
+    instead of drifting apart (which would lower the level and smear the sound).
+
+    Phases are carried as unit complex numbers (products instead of sums of angles), which
+    avoids every ``atan2``/``cos``/``sin`` and is exact up to float rounding.
 
     Args:
         spec: ``[..., F, N]`` complex STFT (``F = n_fft // 2 + 1``).
         rate: speed factor; ``< 1`` makes the signal longer.
-        hop_length: STFT hop in samples.
 
     Returns:
         ``[..., F, ceil(N / rate)]`` complex STFT.
     """
-    n_freq, n_frames = spec.shape[-2], spec.shape[-1]
-    n_fft = 2 * (n_freq - 1)
+    n_frames = spec.shape[-1]
     steps = torch.arange(0, n_frames, rate, device=spec.device, dtype=torch.float64)
     i0 = steps.floor().long()
-    alpha = (steps - i0).float()
-    # Frequencies of the bins, as phase advance per hop: 2*pi*k*hop/n_fft.
-    expected = (2.0 * math.pi * hop_length / n_fft) * torch.arange(n_freq, device=spec.device, dtype=torch.float64)
-    expected = expected.float().unsqueeze(-1)
-    # Everything per input frame first (N frames), then gathered at the output frames.
-    mag_in = torch.nn.functional.pad(spec.abs(), (0, 1))
-    angle_in = spec.angle()
-    deviation = _wrap_phase(angle_in[..., 1:] - angle_in[..., :-1] - expected)
-    # Wrap each increment before summing so the running phase stays small in float32.
-    increment_in = torch.nn.functional.pad(_wrap_phase(expected + deviation), (0, 1))
-    peak_in = _nearest_peak(mag_in[..., :-1])
-    offset_in = angle_in - torch.gather(angle_in, -2, peak_in)
+    alpha = (steps - i0).float().unsqueeze(-1)
+    # Frames on the second-last axis so that picking frames copies contiguous rows.
+    s = spec.transpose(-1, -2).contiguous()  # [..., N, F]
+    mag_s = s.abs()
+    unit = torch.where(mag_s > 0, s / mag_s.clamp_min(1e-30), torch.ones_like(s))
+    mag_in = torch.nn.functional.pad(mag_s, (0, 0, 0, 1))
+    # Phase gained over one hop, as a unit complex number (the last frame repeats its predecessor's).
+    step_in = unit[..., 1:, :] * unit[..., :-1, :].conj()
+    step_in = torch.cat([step_in, step_in[..., -1:, :]], dim=-2)
+    peak_in = _peak_of_bin(mag_s)
 
-    mag = (1.0 - alpha) * mag_in[..., i0] + alpha * mag_in[..., i0 + 1]
-    increment = increment_in[..., i0]
-    start = angle_in[..., :1]
-    advanced = torch.cat([start, start + torch.cumsum(increment[..., :-1], dim=-1)], dim=-1)
-    phase = torch.gather(advanced, -2, peak_in[..., i0]) + offset_in[..., i0]
-    return torch.polar(mag, phase)
+    mag = torch.lerp(mag_in.index_select(-2, i0), mag_in.index_select(-2, i0 + 1), alpha)
+    step = step_in.index_select(-2, i0)
+    advanced = torch.cat([unit[..., :1, :], unit[..., :1, :] * torch.cumprod(step[..., :-1, :], dim=-2)], dim=-2)
+    unit0 = unit.index_select(-2, i0)
+    # Lock: phase[k] = advanced[peak] + (phase0[k] - phase0[peak]).
+    locked = unit0 * torch.gather(advanced * unit0.conj(), -1, peak_in.index_select(-2, i0))
+    return (mag * locked).transpose(-1, -2)
 
 
 def fft_resample(x: Tensor, length: int) -> Tensor:
@@ -467,14 +489,16 @@ def pitch_shift(x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: in
             continue
         idx = torch.nonzero(s == value).view(-1).to(x.device)
         group = x.index_select(0, idx).reshape(-1, t).float()
-        factor = 2.0 ** (value / 12.0)
-        stretched_len = int(round(t * factor))
+        # Stretch to a length L near a * T with only small prime factors, so the FFT of the
+        # resampling step stays fast; the pitch factor is then L / T (within ~0.1 %, about
+        # 1-2 cents, of 2 ** (s / 12) for clip lengths of a few seconds).
+        stretched_len = nearest_smooth_len(t * 2.0 ** (value / 12.0))
         # Zero padding (not reflection) at the edges: a mirrored start would give the first
         # frame's bins phases that belong to no single sinusoid.
         spec = torch.stft(
             group, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True
         )
-        spec = phase_vocoder(spec, 1.0 / factor, hop_length)
+        spec = phase_vocoder(spec, t / stretched_len)
         stretched = torch.istft(spec, n_fft, hop_length, window=window, center=True, length=stretched_len)
         shifted = fft_resample(stretched, t)
         out.index_copy_(0, idx, shifted.view(-1, 1, t).to(x.dtype))

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vcmr.audio.io import save_audio
-from vcmr.data.synth import random_spec, render
+from vcmr.data.synth import SYNTH_VERSION, random_spec, render
 from vcmr.utils import atomic_write_bytes, atomic_write_text, cache_dir
 
 BROKEN_FILES = {"broken/empty.wav": b"", "broken/not_audio.mp3": b"this is not an mp3 file\n" * 40}
@@ -44,7 +44,8 @@ def ensure_demo_music(
         include_broken: also write the two unusable files of :data:`BROKEN_FILES`.
     """
     base = Path(root) if root is not None else cache_dir() / "demo_music"
-    folder = base / f"n{n_songs}_s{song_seconds:g}_sr{sample_rate}_seed{seed}{'' if include_broken else '_clean'}"
+    tag = f"v{SYNTH_VERSION}_n{n_songs}_s{song_seconds:g}_sr{sample_rate}_seed{seed}"
+    folder = base / (tag if include_broken else tag + "_clean")
     marker = folder / ".complete"
     if marker.is_file():
         return folder

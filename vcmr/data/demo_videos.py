@@ -36,8 +36,11 @@ import numpy as np
 
 from vcmr.data.synth import DRUM_PATTERNS, TIMBRES, SongSpec, random_spec, render
 from vcmr.utils import atomic_path, atomic_write_text, cache_dir
+from vcmr.video.writer import write_video
 
 SPECS_NAME = "specs.jsonl"
+#: Bumped when the generator's output changes, so cached demo datasets are rebuilt.
+GENERATOR_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,42 +142,9 @@ def draw_frames(spec: SongSpec, cuts: Sequence[float], s: DemoVideoSettings, rng
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_video(path: str | os.PathLike, frames, audio: np.ndarray, s: DemoVideoSettings) -> Path:
-    """Encode RGB frames (h264, yuv420p) and mono float audio (AAC) into an mp4, atomically.
-
-    The ``moov`` index is written at the front (``faststart``), as web videos have it.
-    """
-    import av
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-            vs = out.add_stream("libx264", rate=s.fps, options={"crf": str(s.crf), "preset": "ultrafast"})
-            vs.width = vs.height = s.size
-            vs.pix_fmt = "yuv420p"
-            aus = out.add_stream("aac", rate=s.sample_rate, layout="mono")
-            chunk = 1024
-            a_pos = 0
-
-            def push_audio(until: int) -> None:
-                nonlocal a_pos
-                while a_pos < min(until, audio.size):
-                    block = audio[a_pos : a_pos + chunk].astype(np.float32)
-                    fr = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
-                    fr.sample_rate = s.sample_rate
-                    fr.pts = a_pos
-                    out.mux(aus.encode(fr))
-                    a_pos += block.size
-
-            for i, img in enumerate(frames):
-                push_audio(int((i + 1) / s.fps * s.sample_rate))
-                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-                vf.pts = i
-                out.mux(vs.encode(vf))
-            push_audio(audio.size)
-            out.mux(vs.encode(None))
-            out.mux(aus.encode(None))
-    return path
+def write_demo_video(path: str | os.PathLike, frames, audio: np.ndarray, s: DemoVideoSettings) -> Path:
+    """Encode frames (h264) and mono audio (AAC) into an mp4 with the index at the front."""
+    return write_video(path, frames, s.fps, audio, s.sample_rate, crf=s.crf)
 
 
 def _spec_record(video_id: str, spec: SongSpec, cuts: Sequence[float], oneshot: bool) -> Dict[str, Any]:
@@ -202,7 +172,7 @@ def read_specs(path: str | os.PathLike) -> Dict[str, Dict[str, Any]]:
 def _make_one(path: str, spec: SongSpec, cuts: List[float], index: int, s: DemoVideoSettings) -> str:
     audio = render(spec, s.sample_rate, s.duration)
     draw_rng = np.random.default_rng([s.seed, index, 1])
-    write_video(path, draw_frames(spec, cuts, s, draw_rng), audio, s)
+    write_demo_video(path, draw_frames(spec, cuts, s, draw_rng), audio, s)
     return path
 
 
@@ -261,6 +231,7 @@ def _demo_key(cfg) -> str:
     view = output_view(cfg)
     view["demo"] = OmegaConf.to_container(cfg.demo, resolve=True)
     view["demo"].pop("enabled", None)
+    view["generator_version"] = GENERATOR_VERSION
     return hashlib.sha1(json.dumps(view, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -305,6 +276,6 @@ def ensure_demo_dataset(cfg_overrides: Sequence[str] | Any = (), config: str = "
 
 
 __all__ = [
-    "DemoVideoSettings", "draw_frames", "write_video", "make_demo_videos", "read_specs",
+    "DemoVideoSettings", "draw_frames", "write_demo_video", "make_demo_videos", "read_specs",
     "ensure_demo_dataset", "TIMBRES", "SPECS_NAME",
 ]

@@ -8,9 +8,12 @@ turns a spec into a mono float32 waveform; the same spec and seed give the same 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+
+#: Bumped whenever ``render`` changes its output, so cached demo data is regenerated.
+SYNTH_VERSION = 2
 
 TIMBRES: Tuple[str, ...] = ("sine", "square", "saw", "pluck", "organ")
 DRUM_PATTERNS: Tuple[str, ...] = ("none", "rock", "four_on_floor", "breakbeat")
@@ -75,6 +78,15 @@ def _midi_hz(semitones_above_a3: np.ndarray | float) -> np.ndarray:
     return 220.0 * 2.0 ** (np.asarray(semitones_above_a3, dtype=np.float64) / 12.0)
 
 
+def _partials(phase: np.ndarray, freq: float, sr: int, partials: Sequence[Tuple[float, float]]) -> np.ndarray:
+    """Sum of ``weight * sin(k * phase)`` over the partials below Nyquist (no aliasing)."""
+    out = np.zeros_like(phase)
+    for k, weight in partials:
+        if k * freq < 0.45 * sr:
+            out += weight * np.sin(k * phase)
+    return out
+
+
 def _tone(timbre: str, freq: float, n: int, sr: int) -> np.ndarray:
     t = np.arange(n) / sr
     phase = 2 * np.pi * freq * t
@@ -82,19 +94,21 @@ def _tone(timbre: str, freq: float, n: int, sr: int) -> np.ndarray:
         wave = np.sin(phase)
         env = np.minimum(1.0, t / 0.01) * np.exp(-t * 1.5)
     elif timbre == "square":
-        wave = sum(np.sin(k * phase) / k for k in (1, 3, 5, 7, 9)) * (4 / np.pi) * 0.6
+        wave = _partials(phase, freq, sr, [(k, 1.0 / k) for k in (1, 3, 5, 7, 9)]) * (4 / np.pi) * 0.6
         env = np.minimum(1.0, t / 0.005) * np.exp(-t * 2.0)
     elif timbre == "saw":
-        wave = sum(((-1) ** (k + 1)) * np.sin(k * phase) / k for k in range(1, 12)) * (2 / np.pi) * 0.7
+        wave = _partials(phase, freq, sr, [(k, (-1) ** (k + 1) / k) for k in range(1, 12)]) * (2 / np.pi) * 0.7
         env = np.minimum(1.0, t / 0.03) * np.exp(-t * 1.0)
     elif timbre == "pluck":
-        wave = sum(np.sin(k * phase) * np.exp(-t * 4 * k) / k for k in range(1, 8))
+        wave = sum(
+            np.sin(k * phase) * np.exp(-t * 4 * k) / k for k in range(1, 8) if k * freq < 0.45 * sr
+        )
         env = np.minimum(1.0, t / 0.002) * np.exp(-t * 6.0)
     else:  # organ: drawbar-like harmonics, sustained, slight vibrato
-        vib = 1 + 0.004 * np.sin(2 * np.pi * 5.5 * t)
-        wave = sum(a * np.sin(k * phase * vib) for k, a in ((0.5, 0.5), (1, 1.0), (2, 0.5), (3, 0.3), (4, 0.2)))
-        wave = wave / 2.5
+        vib_phase = phase * (1 + 0.004 * np.sin(2 * np.pi * 5.5 * t))
+        wave = _partials(vib_phase, freq, sr, [(0.5, 0.5), (1, 1.0), (2, 0.5), (3, 0.3), (4, 0.2)]) / 2.5
         env = np.minimum(1.0, t / 0.02)
+    wave = np.asarray(wave, dtype=np.float64)
     # Release ramp avoids clicks at the note end.
     rel = min(n, int(0.01 * sr))
     if rel > 0:

@@ -106,7 +106,7 @@ class VideoMusicDataset(Dataset):
         )
         feats = self._load_features(seg.feature_path)
         first, n = feature_rows(seg.start_sample + offset, self.audio_length, self.sample_rate, seg.n_rows)
-        video = np.asarray(feats[first : first + n], dtype=np.float32)
+        video = np.array(feats[first : first + n], dtype=np.float32)  # copy out of the memory map
         return {"audio": torch.from_numpy(x).unsqueeze(0), "video": torch.from_numpy(video), "video_id": seg.video_id}
 
 

@@ -127,7 +127,7 @@ class OpenClipEncoder(FrameEncoder):
             raise FrameEncoderError(
                 f"cannot load open_clip model '{model_name}' with {where}: {exc}. Offline machines: download "
                 "the checkpoint elsewhere (e.g. open_clip_pytorch_model.bin from the model's hub page) and set "
-                "frames.encoder.args.pretrained=/path/to/checkpoint"
+                "frames.encoders.open_clip.pretrained=/path/to/checkpoint"
             ) from exc
         cfg = getattr(model.visual, "preprocess_cfg", None) or {}
         mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
@@ -207,7 +207,7 @@ class HFClipEncoder(FrameEncoder):
         except Exception as exc:
             raise FrameEncoderError(
                 f"cannot load Hugging Face CLIP '{model}': {exc}. Offline machines: copy the model folder "
-                "(config.json + weights) here and set frames.encoder.args.model=/path/to/folder"
+                "(config.json + weights) here and set frames.encoders.hf_clip.model=/path/to/folder"
             ) from exc
         mean, std = CLIP_MEAN, CLIP_STD
         if Path(model).is_dir() and (Path(model) / "preprocessor_config.json").is_file():

@@ -1,0 +1,190 @@
+"""Decoded-audio cache for tagging datasets: mp3 -> mono ``data.sample_rate`` arrays.
+
+Decoding mp3s at every training step costs more than the model on small encoders, so
+the tracks of every split are decoded once, in parallel, into
+``<data.cache.dir>/<relative path>.npy`` (``int16`` or ``float16``, read with memory
+mapping so a random crop touches only its samples) or ``.flac`` (16-bit).
+
+* **Resumable:** outputs are written atomically; files already present are skipped, so
+  an interrupted run continues where it stopped.
+* **Bad files:** empty, truncated or undecodable files (MagnaTagATune has a few) are
+  listed in ``failed.tsv`` (``relative path<TAB>reason``) and counted per split in
+  ``cache_report.json``; the DataModule drops them from their split.
+* ``cache_info.json`` records the sample rate and format; a cache is never mixed.
+
+Command (same config and overrides as training; the model keys are not used here)::
+
+    python -m vcmr.preprocess.tagging_cache --config config/supervised.yaml \\
+        data.name=magnatagatune data.root=<dir> data.cache.dir=<cache dir>
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from vcmr.audio.io import AudioDecodeError, load_audio, save_audio
+from vcmr.data.tagging import CACHE_FAILED, CACHE_FORMATS, CACHE_INFO, TaggingIndex, cache_path
+from vcmr.utils import atomic_path, atomic_write_text
+
+
+@dataclasses.dataclass
+class CacheReport:
+    """Outcome of :func:`build_cache`.
+
+    Attributes:
+        converted: files decoded in this run.
+        skipped: files already in the cache.
+        failed: relative path -> reason.
+        dropped_per_split: split -> number of its tracks that failed.
+    """
+
+    converted: int
+    skipped: int
+    failed: Dict[str, str]
+    dropped_per_split: Dict[str, int]
+
+    def summary(self) -> str:
+        drops = ", ".join(f"{s} {n}" for s, n in self.dropped_per_split.items())
+        return (
+            f"{self.converted} converted, {self.skipped} already cached, {len(self.failed)} failed "
+            f"(dropped per split: {drops})"
+        )
+
+
+def _to_int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def convert_file(src: str, dst: str, sample_rate: int, fmt: str) -> Tuple[str, str]:
+    """Decode ``src`` to mono ``sample_rate`` and write ``dst`` atomically.
+
+    Returns:
+        ``("converted" | "skipped" | "failed", reason)``.
+    """
+    dst_path = Path(dst)
+    if dst_path.is_file():
+        return "skipped", ""
+    try:
+        x = load_audio(src, sample_rate)
+    except AudioDecodeError as exc:
+        return "failed", exc.reason
+    except Exception as exc:  # a decoder crash on one file must not stop the others
+        return "failed", f"{type(exc).__name__}: {exc}"
+    if fmt == "flac":
+        save_audio(dst_path, x, sample_rate)
+    else:
+        arr = _to_int16(x) if fmt == "int16" else x.astype(np.float16)
+        with atomic_path(dst_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)
+    return "converted", ""
+
+
+def _check_info(cache_dir: Path, sample_rate: int, fmt: str) -> None:
+    info_path = cache_dir / CACHE_INFO
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if int(info["sample_rate"]) != sample_rate or info["format"] != fmt:
+            raise ValueError(
+                f"{info_path}: this cache holds {info['format']} audio at {info['sample_rate']} Hz; "
+                f"asked for {fmt} at {sample_rate} Hz. Use another data.cache.dir."
+            )
+    else:
+        atomic_write_text(info_path, json.dumps({"sample_rate": sample_rate, "format": fmt}, indent=2))
+
+
+def build_cache(
+    index: TaggingIndex,
+    cache_dir: str | os.PathLike,
+    sample_rate: int,
+    fmt: str,
+    num_workers: int,
+    progress: bool = True,
+) -> CacheReport:
+    """Decode every track of ``index`` (all splits) into ``cache_dir``.
+
+    Args:
+        index: parsed dataset; paths are relative to ``index.audio_root``.
+        cache_dir: output folder.
+        sample_rate: Hz.
+        fmt: ``int16``, ``float16`` or ``flac``.
+        num_workers: processes; 0 decodes in this process.
+        progress: show a tqdm bar.
+    """
+    if fmt not in CACHE_FORMATS:
+        raise ValueError(f"data.cache.format: unknown format '{fmt}'; choose from {CACHE_FORMATS}")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _check_info(cache_dir, int(sample_rate), fmt)
+    rel_paths = sorted({t.path for tracks in index.splits.values() for t in tracks})
+    jobs = [(str(index.audio_root / r), str(cache_path(cache_dir, r, fmt)), int(sample_rate), fmt) for r in rel_paths]
+    status: Dict[str, Tuple[str, str]] = {}
+    bar = tqdm(total=len(jobs), desc="audio cache", unit="file", disable=not progress)
+    if num_workers <= 0:
+        for rel, job in zip(rel_paths, jobs):
+            status[rel] = convert_file(*job)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+            futures = {pool.submit(convert_file, *job): rel for rel, job in zip(rel_paths, jobs)}
+            for fut in as_completed(futures):
+                status[futures[fut]] = fut.result()
+                bar.update(1)
+    bar.close()
+    failed = {r: reason for r, (s, reason) in sorted(status.items()) if s == "failed"}
+    atomic_write_text(cache_dir / CACHE_FAILED, "".join(f"{r}\t{why}\n" for r, why in failed.items()))
+    dropped = {s: sum(1 for t in tracks if t.path in failed) for s, tracks in index.splits.items()}
+    report = CacheReport(
+        converted=sum(1 for s, _ in status.values() if s == "converted"),
+        skipped=sum(1 for s, _ in status.values() if s == "skipped"),
+        failed=failed,
+        dropped_per_split=dropped,
+    )
+    atomic_write_text(cache_dir / "cache_report.json", json.dumps(dataclasses.asdict(report), indent=2))
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> CacheReport:
+    """``--config FILE key=value ...``: build the cache that ``data.cache`` names.
+
+    Reads the stage-3 training config; only its ``data`` block is used (and validated
+    against :class:`~vcmr.data.tagging.TaggingDataConfig`).
+    """
+    from omegaconf import OmegaConf
+
+    from vcmr.config import ConfigError, load_config, parse_cli
+    from vcmr.data.tagging import TaggingDataConfig, build_index
+
+    path, overrides = parse_cli(argv, "supervised.yaml")
+    if not any(o.startswith("model.encoder=") for o in overrides):
+        overrides.append("model.encoder=scratch")  # required by the training config, unused here
+    try:
+        full = load_config(path, overrides)
+        data = OmegaConf.merge(OmegaConf.structured(TaggingDataConfig), full.data)
+    except ConfigError as exc:
+        sys.exit(f"config error: {exc}")
+    except Exception as exc:  # omegaconf validation of the data block
+        sys.exit(f"config error in data: {exc}")
+    if data.cache.dir is None:
+        sys.exit("config error: data.cache.dir is null; set data.cache.dir=<folder for the cache>")
+    index = build_index(data)
+    report = build_cache(index, data.cache.dir, int(data.sample_rate), str(data.cache.format), int(data.cache.num_workers))
+    print(report.summary())
+    for rel, why in list(report.failed.items())[:20]:
+        print(f"  failed: {rel}: {why}")
+    if len(report.failed) > 20:
+        print(f"  ... {len(report.failed) - 20} more in {Path(data.cache.dir) / CACHE_FAILED}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

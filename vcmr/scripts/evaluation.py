@@ -1,0 +1,34 @@
+"""Song-level evaluation of a stage-3 checkpoint: results JSON, per-tag table and chart.
+
+    python -m vcmr.scripts.evaluation --config config/evaluation.yaml checkpoint=<run dir or .ckpt> data.subset=test
+
+``config/evaluation.yaml`` points at the demo data; for MagnaTagATune or MTG-Jamendo pass
+the same ``data.*`` settings the model was trained with.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from vcmr.config import ConfigError, load_config, parse_cli
+
+DEFAULT_CONFIG = "evaluation.yaml"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Parse ``[--config FILE] key=value ...`` and evaluate the checkpoint."""
+    from vcmr.evaluation import EvaluationConfig, evaluate
+
+    path, overrides = parse_cli(argv, DEFAULT_CONFIG)
+    try:
+        cfg = load_config(path, overrides, EvaluationConfig)
+    except ConfigError as exc:
+        sys.exit(f"config error: {exc}")
+    result = evaluate(cfg)
+    print(f"{cfg.data.subset} song-level ROC-AUC {100 * result['roc_auc']:.2f}  PR-AUC {100 * result['pr_auc']:.2f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
