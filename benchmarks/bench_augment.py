@@ -19,6 +19,8 @@ It prints clips per second for each chain and the speed-up of the torch chain.
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Callable, List
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vcmr.audio.augment import build_augmentation, synthetic_rir
 from vcmr.audio.io import save_audio
@@ -39,8 +42,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "config" / "augment" / "clmr.yaml"), help="augment YAML")
     ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chain")
-    ap.add_argument("--n-clips", type=int, default=128, help="clips timed per chain")
-    ap.add_argument("--n-ref-clips", type=int, default=0, help="clips timed for audiomentations (0: --n-clips)")
+    ap.add_argument("--n-clips", type=int, default=128, help="clips timed per chain (rounded up to whole batches)")
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cpu, plus cuda when available)")
     ap.add_argument("--sample-rate", type=int, default=16000)
     ap.add_argument("--clip-length", type=int, default=98415, help="output samples per clip (the crop)")
@@ -117,41 +119,51 @@ def reference_chain(cfg, sample_rate: int, ir_dir: Path, pitch_method: str) -> C
     return run
 
 
-def time_reference(songs: np.ndarray, n_clips: int, clip_length: int, run: Callable, seed: int) -> float:
-    rng = np.random.default_rng(seed)
-    run(songs[0, :clip_length])  # warm-up: file loading, caches
-    start = time.perf_counter()
-    for i in range(n_clips):
-        song = songs[i % len(songs)]
-        offset = rng.integers(0, song.shape[0] - clip_length + 1)
-        out = run(song[offset : offset + clip_length])
-        assert out.shape == (clip_length,)
-    return n_clips / (time.perf_counter() - start)
+class TorchTimer:
+    """Times the batched chain on one device, one batch per call (host-to-device copy included)."""
+
+    def __init__(self, chain, songs: np.ndarray, batch: int, device: str, seed: int):
+        self.dev = torch.device(device)
+        self.chain = copy.deepcopy(chain).to(self.dev)
+        self.x = torch.from_numpy(songs[np.arange(batch) % len(songs)]).unsqueeze(1)
+        self.gen = torch.Generator(device=self.dev).manual_seed(seed)
+        self.seconds = 0.0
+        self.clips = 0
+        self.chain(self.x.to(self.dev), self.gen)  # warm-up: kernels, FFT plans
+        self._sync()
+
+    def _sync(self) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+    def step(self) -> None:
+        start = time.perf_counter()
+        out = self.chain(self.x.to(self.dev, non_blocking=True), self.gen)
+        self._sync()
+        self.seconds += time.perf_counter() - start
+        self.clips += out.shape[0]
+        assert out.shape == (self.x.shape[0], 1, self.chain.crop_length)
 
 
-def time_torch(songs: np.ndarray, n_clips: int, batch: int, chain, device: str, seed: int) -> float:
-    dev = torch.device(device)
-    chain = chain.to(dev)
-    idx = np.arange(batch) % len(songs)
-    x = torch.from_numpy(songs[idx]).unsqueeze(1)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+class ReferenceTimer:
+    """Times the audiomentations chain, one clip at a time after a numpy random crop."""
 
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+    def __init__(self, run: Callable, songs: np.ndarray, clip_length: int, seed: int):
+        self.run, self.songs, self.clip_length = run, songs, clip_length
+        self.rng = np.random.default_rng(seed)
+        self.seconds = 0.0
+        self.clips = 0
+        run(songs[0, :clip_length])  # warm-up: impulse-response files, caches
 
-    xb = x.to(dev)
-    chain(xb, gen)  # warm-up (kernels, FFT plans)
-    sync()
-    n_batches = max(1, -(-n_clips // batch))
-    start = time.perf_counter()
-    for _ in range(n_batches):
-        # The batch arrives from the host each step, as in training.
-        out = chain(x.to(dev, non_blocking=True), gen)
-    sync()
-    elapsed = time.perf_counter() - start
-    assert out.shape == (batch, 1, chain.crop_length)
-    return n_batches * batch / elapsed
+    def step(self, n: int) -> None:
+        start = time.perf_counter()
+        for _ in range(n):
+            song = self.songs[self.clips % len(self.songs)]
+            offset = self.rng.integers(0, song.shape[0] - self.clip_length + 1)
+            out = self.run(song[offset : offset + self.clip_length])
+            assert out.shape == (self.clip_length,)
+            self.clips += 1
+        self.seconds += time.perf_counter() - start
 
 
 def main() -> None:
@@ -171,11 +183,10 @@ def main() -> None:
         f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); "
         f"config {args.config}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
+    # Other processes on the machine slow both chains; torch's threads suffer most.
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     chain = build_augmentation(cfg, sr, args.clip_length)
-    rates = {}
-    for device in devices:
-        rates[device] = time_torch(songs, args.n_clips, args.batch, chain, device, args.seed)
-        print(f"torch batched chain   [{device:>4}, batch {args.batch:3d}]: {rates[device]:9.1f} clips/s")
+    torch_timers = {d: TorchTimer(chain, songs, args.batch, d, args.seed) for d in devices}
 
     with tempfile.TemporaryDirectory() as tmp:
         # Synthetic room responses spanning the config's RT60 range, as wav files.
@@ -184,11 +195,21 @@ def main() -> None:
         irs = synthetic_rir(rt60, ir_len, sr, torch.Generator().manual_seed(args.seed))
         for i in range(args.n_irs):
             save_audio(Path(tmp) / f"ir_{i}.wav", irs[i, 0].numpy(), sr)
-        run = reference_chain(cfg, sr, Path(tmp), args.pitch_method)
-        ref = time_reference(songs, args.n_ref_clips or args.n_clips, args.clip_length, run, args.seed)
-    print(f"audiomentations chain [ cpu, per example ]: {ref:9.1f} clips/s  (PitchShift {args.pitch_method})")
-    for device, rate in rates.items():
-        print(f"speed-up torch {device} / audiomentations: {rate / ref:6.1f}x")
+        ref = ReferenceTimer(reference_chain(cfg, sr, Path(tmp), args.pitch_method), songs, args.clip_length, args.seed)
+        # Interleave the chains batch by batch so that a busy machine slows them alike.
+        for _ in tqdm(range(max(1, -(-args.n_clips // args.batch))), desc="batches", leave=False):
+            for timer in torch_timers.values():
+                timer.step()
+            ref.step(args.batch)
+
+    print(f"load average after:  {os.getloadavg()[0]:.2f}")
+    ref_rate = ref.clips / ref.seconds
+    for device, timer in torch_timers.items():
+        rate = timer.clips / timer.seconds
+        print(f"torch batched chain   [{device:>4}, batch {args.batch:3d}]: {rate:9.1f} clips/s")
+    print(f"audiomentations chain [ cpu, per example ]: {ref_rate:9.1f} clips/s  (PitchShift {args.pitch_method})")
+    for device, timer in torch_timers.items():
+        print(f"speed-up torch {device} / audiomentations: {timer.clips / timer.seconds / ref_rate:6.1f}x")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,19 @@ def test_filter_per_example_cutoffs_and_modes():
     assert r[0] < 0.1 and r[1] > 0.95 and r[2] > 0.95
 
 
+def test_filter_padding_gives_linear_convolution():
+    # Reference: the same response applied with far more zero padding, in float64.
+    x = torch.randn(3, 1, 3000, generator=gen(11))
+    cutoff = torch.tensor([200.0, 1000.0, 3000.0])
+    hp = torch.tensor([True, False, True])
+    y = A.frequency_filter(x, cutoff, SR, 2, hp)
+    n = 16 * 3000
+    spec = np.fft.rfft(x.double().numpy(), n=n)
+    h = A.butterworth_response(torch.fft.rfftfreq(n, 1.0 / SR, dtype=torch.float64), cutoff.double(), 2, hp)
+    ref = np.fft.irfft(spec * h.numpy()[:, None, :], n=n)[..., :3000]
+    np.testing.assert_allclose(y.numpy(), ref, atol=2e-5)
+
+
 def test_delay_adds_delayed_copy_at_offset():
     x = torch.zeros(2, 1, 1000)
     x[:, 0, 10] = 1.0
@@ -296,6 +309,14 @@ def test_disabled_chain_only_crops(cfg_dict):
     y = chain(x, gen(0))
     assert y.shape == (3, 1, 100)
     assert torch.all(y[..., 1:] - y[..., :-1] == 1)
+
+
+def test_zero_probability_transforms_are_left_out(cfg_dict):
+    cfg = copy.deepcopy(cfg_dict)
+    cfg["pitch"]["p"] = 0.0
+    cfg["noise"]["p"] = 0.0
+    chain = A.build_augmentation(cfg, SR, 16384)
+    assert list(chain.transforms) == ["polarity", "gain", "filter", "delay", "reverb"]
 
 
 def test_build_accepts_wrapped_config_and_dictconfig():

@@ -16,10 +16,19 @@ parameter tensors on the generator's device, then moved), so a seeded generator 
 identical outputs. Each transform is also available as a function with explicit
 parameters (``gain(x, db)``, ``pitch_shift(x, semitones, ...)``, ...).
 
-Pitch shift is a phase-vocoder time stretch by ``2**(s/12)`` followed by band-limited
-(FFT) resampling back to the input length, so pitch moves by ``s`` semitones while the
-duration and tempo stay the same. Examples with the same semitone value are processed
-together (values are drawn from a grid), so the work is batched per distinct value.
+Pitch shift has two methods. ``phase_vocoder`` (CLMR's): a phase-vocoder time stretch by
+``2**(s/12)`` (with identity phase locking) followed by band-limited (FFT) resampling back
+to the input length, so pitch moves by ``s`` semitones while the duration and tempo stay
+the same. ``resample``: the playback rate changes by ``2**(s/12)`` (band-limited FFT
+resampling of a span ``2**(s/12)`` times the output length), which moves pitch by ``s``
+semitones and keeps the length but also changes the tempo; it is several times cheaper.
+Semitone values come from a grid, and examples sharing a value are processed together,
+so the work is batched per distinct value.
+
+Every random transform works only on the examples it picks (index-select, process,
+scatter back), except sign flips and gains, which are one multiplication of the whole
+batch by per-example factors (1 for examples not picked, which leaves them bit for bit
+unchanged). Inside the chain, transforms write into the chain's own buffer in place.
 
 Filters are zero-phase Butterworth magnitude responses applied in the frequency domain;
 reverb convolves (by FFT) with a synthetic room impulse response: white noise under an
@@ -29,6 +38,7 @@ exponential envelope that falls by 60 dB after the drawn RT60.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -38,6 +48,16 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from vcmr.config import ConfigError
+
+#: Clips the pitch shift's phase vocoder processes at once on CPU: their spectra then stay
+#: in cache, which is faster than one large batch. GPUs take every clip of a value at once.
+PITCH_CPU_CHUNK = 4
+
+#: Pitch-shift methods (``augment.pitch.method``).
+PITCH_METHODS = ("phase_vocoder", "resample")
+
+#: 2 pi, for wrapping phase differences.
+TWO_PI = 2.0 * math.pi
 
 #: Zero padding of the frequency-domain filters, in periods of the lowest cut-off.
 FILTER_PAD_PERIODS = 16
@@ -101,7 +121,11 @@ class DelayConfig:
 
 @dataclasses.dataclass
 class PitchConfig:
-    """Pitch shift by semitones drawn from ``min..max`` in ``step_semitones`` steps (0 excluded)."""
+    """Pitch shift by semitones drawn from ``min..max`` in ``step_semitones`` steps (0 excluded).
+
+    ``method``: ``phase_vocoder`` (keeps tempo; ``n_fft``/``hop_length`` are its STFT) or
+    ``resample`` (playback-rate change: also changes tempo; ignores ``n_fft``/``hop_length``).
+    """
 
     p: float = MISSING
     min_semitones: float = MISSING
@@ -109,6 +133,7 @@ class PitchConfig:
     step_semitones: float = MISSING
     n_fft: int = MISSING
     hop_length: int = MISSING
+    method: str = MISSING
 
 
 @dataclasses.dataclass
@@ -159,8 +184,11 @@ def _per_example(v: Tensor | float, x: Tensor) -> Tensor:
     return v.view(-1, 1, 1)
 
 
-#: Radices for zero-padded FFT sizes: the fastest passes of pocketFFT and cuFFT.
-_PAD_RADICES = (2, 3, 5, 7)
+#: Radices for zero-padded FFT sizes. pocketFFT (CPU) and cuFFT are fastest on sizes with
+#: many factors of 2 and few 3s and 5s (a size like 3**9 * 5 is about twice as slow as
+#: 2**15 * 3), so padded sizes are 16 times a number whose prime factors are <= 5.
+_PAD_RADICES = (2, 3, 5)
+_PAD_MULTIPLE = 16
 #: Prime factors allowed in the stretched length of the pitch shift: small enough for
 #: direct FFT passes (no Bluestein fallback), dense enough to land within ~0.1 % of a*T.
 _STRETCH_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23)
@@ -173,14 +201,19 @@ def _is_smooth(n: int, primes: Tuple[int, ...]) -> bool:
     return n == 1
 
 
+@functools.lru_cache(maxsize=4096)
 def next_fast_len(n: int) -> int:
-    """Smallest integer >= ``n`` whose prime factors are all <= 7 (fast FFT sizes)."""
-    n = max(1, int(n))
-    while not _is_smooth(n, _PAD_RADICES):
-        n += 1
-    return n
+    """Smallest integer >= ``n`` of the form ``16 * m``, ``m``'s prime factors all <= 5.
+
+    Such sizes are at most a few percent above ``n`` and among the fastest FFT sizes.
+    """
+    m = -(-max(1, int(n)) // _PAD_MULTIPLE)
+    while not _is_smooth(m, _PAD_RADICES):
+        m += 1
+    return _PAD_MULTIPLE * m
 
 
+@functools.lru_cache(maxsize=4096)
 def nearest_smooth_len(x: float, primes: Tuple[int, ...] = _STRETCH_PRIMES) -> int:
     """The integer closest to ``x`` whose prime factors all lie in ``primes`` (ties go up)."""
     up = max(1, math.ceil(x))
@@ -242,9 +275,11 @@ def crop(x: Tensor, start: Tensor, crop_length: int) -> Tensor:
         start: ``[B]`` integer start offsets in samples, ``0 <= start <= T_in - crop_length``.
         crop_length: output length in samples.
     """
-    b, c, _ = x.shape
-    idx = start.to(x.device, torch.long).view(b, 1, 1) + torch.arange(crop_length, device=x.device)
-    return torch.gather(x, 2, idx.expand(b, c, crop_length))
+    b = x.shape[0]
+    # Windows of the unfolded view are contiguous rows, so this copies whole rows instead
+    # of gathering sample by sample through a [B, C, crop_length] index tensor.
+    rows = torch.arange(b, device=x.device)
+    return x.unfold(-1, crop_length, 1)[rows, :, start.to(x.device, torch.long)]
 
 
 def random_crop(x: Tensor, crop_length: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -375,11 +410,6 @@ def delay(x: Tensor, delay_samples: Tensor | int, volume: float) -> Tensor:
     return x + volume * shifted
 
 
-def _wrap_phase(phi: Tensor) -> Tensor:
-    """Map angles to ``[-pi, pi)``."""
-    return phi - 2.0 * math.pi * torch.floor((phi + math.pi) / (2.0 * math.pi))
-
-
 def _peak_of_bin(mag: Tensor, jumps: int = 2) -> Tensor:
     """For every bin, the spectral peak its main lobe belongs to (steepest ascent).
 
@@ -415,37 +445,53 @@ def phase_vocoder(spec: Tensor, rate: float) -> Tensor:
     to its peak that it has in the analysis frame, so the bins of one partial stay coherent
     instead of drifting apart (which would lower the level and smear the sound).
 
-    Phases are carried as unit complex numbers (products instead of sums of angles), which
-    avoids every ``atan2``/``cos``/``sin`` and is exact up to float rounding.
+    Everything runs on contiguous real tensors (magnitude, ``atan2`` phase, a real
+    ``cumsum`` of wrapped phase steps, ``cos``/``sin`` at the end): these are the
+    vectorised kernels; complex ``abs``/``angle``/``cumprod`` and strided views are not.
 
     Args:
         spec: ``[..., F, N]`` complex STFT (``F = n_fft // 2 + 1``).
         rate: speed factor; ``< 1`` makes the signal longer.
 
     Returns:
-        ``[..., F, ceil(N / rate)]`` complex STFT.
+        ``[..., F, ceil(N / rate)]`` complex STFT (a transposed view of ``[..., N', F]``).
     """
     n_frames = spec.shape[-1]
-    steps = torch.arange(0, n_frames, rate, device=spec.device, dtype=torch.float64)
+    steps = torch.arange(0, n_frames, rate, device=spec.device, dtype=torch.float64)  # N' values only
     i0 = steps.floor().long()
-    alpha = (steps - i0).float().unsqueeze(-1)
+    alpha = (steps - i0).to(torch.float32).unsqueeze(-1)
     # Frames on the second-last axis so that picking frames copies contiguous rows.
-    s = spec.transpose(-1, -2).contiguous()  # [..., N, F]
-    mag_s = s.abs()
-    unit = torch.where(mag_s > 0, s / mag_s.clamp_min(1e-30), torch.ones_like(s))
+    ri = torch.view_as_real(spec).transpose(-2, -3)  # [..., N, F, 2]
+    re, im = ri[..., 0].contiguous(), ri[..., 1].contiguous()
+    mag_s = (re * re).addcmul_(im, im).sqrt_()
+    phase = torch.atan2(im, re)
+    del re, im
     mag_in = torch.nn.functional.pad(mag_s, (0, 0, 0, 1))
-    # Phase gained over one hop, as a unit complex number (the last frame repeats its predecessor's).
-    step_in = unit[..., 1:, :] * unit[..., :-1, :].conj()
-    step_in = torch.cat([step_in, step_in[..., -1:, :]], dim=-2)
+    # Phase gained over one hop, wrapped to [-pi, pi] so the running sum stays small (the
+    # last frame repeats its predecessor's).
+    dphi = torch.empty_like(phase)
+    torch.sub(phase[..., 1:, :], phase[..., :-1, :], out=dphi[..., :-1, :])
+    dphi[..., -1, :] = dphi[..., -2, :] if n_frames > 1 else 0.0
+    dphi.sub_(torch.round(dphi * (1.0 / TWO_PI)).mul_(TWO_PI))
     peak_in = _peak_of_bin(mag_s)
 
     mag = torch.lerp(mag_in.index_select(-2, i0), mag_in.index_select(-2, i0 + 1), alpha)
-    step = step_in.index_select(-2, i0)
-    advanced = torch.cat([unit[..., :1, :], unit[..., :1, :] * torch.cumprod(step[..., :-1, :], dim=-2)], dim=-2)
-    unit0 = unit.index_select(-2, i0)
+    # advanced[k] = phase[0] + sum_{j<k} dphi[i0[j]]
+    incr = torch.empty((*phase.shape[:-2], i0.numel(), phase.shape[-1]), dtype=phase.dtype, device=phase.device)
+    incr[..., :1, :] = phase[..., :1, :]
+    torch.index_select(dphi, -2, i0[:-1], out=incr[..., 1:, :]) if i0.numel() > 1 else None
+    advanced = torch.cumsum(incr, dim=-2)
+    del incr
+    phase0 = phase.index_select(-2, i0)
     # Lock: phase[k] = advanced[peak] + (phase0[k] - phase0[peak]).
-    locked = unit0 * torch.gather(advanced * unit0.conj(), -1, peak_in.index_select(-2, i0))
-    return (mag * locked).transpose(-1, -2)
+    advanced.sub_(phase0)
+    locked = phase0.add_(torch.gather(advanced, -1, peak_in.index_select(-2, i0)))
+    del advanced
+    out = torch.empty((*locked.shape, 2), dtype=locked.dtype, device=locked.device)
+    torch.cos(locked, out=out[..., 0])
+    torch.sin(locked, out=out[..., 1])
+    out.mul_(mag.unsqueeze(-1))
+    return torch.view_as_complex(out).transpose(-1, -2)
 
 
 def fft_resample(x: Tensor, length: int) -> Tensor:
@@ -484,24 +530,25 @@ def pitch_shift(x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: in
     s = torch.as_tensor(semitones, dtype=torch.float64).detach().cpu().expand(b)
     out = x.clone()
     window = torch.hann_window(n_fft, device=x.device)
+    chunk = PITCH_CPU_CHUNK if x.device.type == "cpu" else b
     for value in torch.unique(s).tolist():
         if value == 0.0:
             continue
-        idx = torch.nonzero(s == value).view(-1).to(x.device)
-        group = x.index_select(0, idx).reshape(-1, t).float()
         # Stretch to a length L near a * T with only small prime factors, so the FFT of the
         # resampling step stays fast; the pitch factor is then L / T (within ~0.1 %, about
         # 1-2 cents, of 2 ** (s / 12) for clip lengths of a few seconds).
         stretched_len = nearest_smooth_len(t * 2.0 ** (value / 12.0))
-        # Zero padding (not reflection) at the edges: a mirrored start would give the first
-        # frame's bins phases that belong to no single sinusoid.
-        spec = torch.stft(
-            group, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True
-        )
-        spec = phase_vocoder(spec, t / stretched_len)
-        stretched = torch.istft(spec, n_fft, hop_length, window=window, center=True, length=stretched_len)
-        shifted = fft_resample(stretched, t)
-        out.index_copy_(0, idx, shifted.view(-1, 1, t).to(x.dtype))
+        members = torch.nonzero(s == value).view(-1).to(x.device)
+        for idx in members.split(chunk):
+            group = x.index_select(0, idx).reshape(-1, t).float()
+            # Zero padding (not reflection) at the edges: a mirrored start would give the
+            # first frame's bins phases that belong to no single sinusoid.
+            spec = torch.stft(
+                group, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True
+            )
+            spec = phase_vocoder(spec, t / stretched_len)
+            stretched = torch.istft(spec, n_fft, hop_length, window=window, center=True, length=stretched_len)
+            out.index_copy_(0, idx, fft_resample(stretched, t).view(-1, 1, t).to(x.dtype))
     return out
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vcmr.audio.io import save_audio
-from vcmr.data.synth import DRUM_PATTERNS, MODES, TIMBRES, SongSpec, render, spec_labels
+from vcmr.data.synth import DRUM_PATTERNS, MODES, SYNTH_VERSION, TIMBRES, SongSpec, render, spec_labels
 from vcmr.utils import atomic_write_text, cache_dir
 
 CATEGORIES = ("timbre", "drums", "tempo", "mode")
@@ -46,6 +46,7 @@ def _settings(cfg: Mapping[str, Any], sample_rate: int) -> dict:
         "tempo_slow": [float(x) for x in cfg["tempo_slow"]],
         "tempo_fast": [float(x) for x in cfg["tempo_fast"]],
         "sample_rate": int(sample_rate),
+        "synth_version": SYNTH_VERSION,  # a changed synthesiser gives a new folder
     }
     unknown = [c for c in s["categories"] if c not in CATEGORIES]
     if unknown or not s["categories"]:

@@ -7,9 +7,9 @@ share a threshold), and then averaged over tags with equal weight ("macro").
 **Rule for degenerate tags.** A tag whose column in the evaluated split has no positive,
 or no negative, example has no defined ROC-AUC (and no meaningful average precision). Such
 a tag gets ``NaN`` for both scores, is listed in ``undefined``, and is left out of every
-macro average (overall and per group). scikit-learn, by contrast, raises for ROC-AUC and
-scores the no-positive column 0 for average precision; on the remaining tags the numbers
-are identical.
+macro average (overall and per group). scikit-learn, by contrast, warns and returns NaN
+(or raises, depending on the version) for ROC-AUC and scores a no-positive column 0 for
+average precision; on the remaining tags the numbers are identical.
 """
 
 from __future__ import annotations

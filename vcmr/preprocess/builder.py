@@ -27,7 +27,7 @@ import multiprocessing
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 from omegaconf import MISSING, DictConfig, OmegaConf

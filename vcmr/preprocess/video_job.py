@@ -121,7 +121,7 @@ def _decode_window(path: Path, win: Window, s: JobSettings) -> Tuple[np.ndarray,
         else:
             tracker.add(smp.index, smp.image)
     if got[0] < n_clip or got[1] < n_scene:
-        end = got[0] / s.frame_fps
+        end = min(got[0] / s.frame_fps, got[1] / s.scene_fps)  # window time covered by both grids
         raise MediaError(
             path, f"truncated: video frames end about {win.start + end:.2f} s, window ends {win.start + win.duration:.2f} s"
         )

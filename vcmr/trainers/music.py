@@ -130,14 +130,21 @@ class MusicContrastiveModule(pl.LightningModule):
         self.augment = augment
         self.optim_cfg = dict(optim)
         self.val_seed = val_seed
+        self._train_gen: Optional[torch.Generator] = None
+
+    def on_train_start(self) -> None:
+        # Each rank draws its own augmentation parameters; with one shared seed every
+        # rank would otherwise augment its examples with identical draws.
+        self._train_gen = torch.Generator().manual_seed(self.val_seed + 1_000_003 * (self.global_rank + 1))
 
     def forward(self, x_i: torch.Tensor, x_j: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Two views ``[B, 1, T]`` -> ``{"z_i": [B, D], "z_j": [B, D]}``."""
         return {"z_i": self.projector(self.encoder(x_i)), "z_j": self.projector(self.encoder(x_j))}
 
     def _step(self, batch: torch.Tensor, batch_idx: int, stage: str) -> torch.Tensor:
-        gen = None
-        if stage != "train":
+        if stage == "train":
+            gen = self._train_gen
+        else:
             gen = torch.Generator().manual_seed(self.val_seed + batch_idx)
         x_i = self.augment(batch, generator=gen)
         x_j = self.augment(batch, generator=gen)

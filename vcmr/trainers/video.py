@@ -58,7 +58,8 @@ class VideoModelConfig:
     audio_init: str = MISSING
     audio_encoder: ComponentConfig = MISSING
     freeze_blocks: int = MISSING
-    video_encoder: ComponentConfig = MISSING
+    video_encoder: str = MISSING
+    video_encoders: Dict[str, Dict[str, Any]] = MISSING
     projection: ProjectionHeadsConfig = MISSING
 
 
@@ -114,6 +115,7 @@ class VideoMusicModule(pl.LightningModule):
         augment: nn.Module,
         optim: Mapping[str, Any],
         retrieval_ks: List[int],
+        seed: int = 0,
     ):
         super().__init__()
         self.audio_encoder = audio_encoder
@@ -124,8 +126,14 @@ class VideoMusicModule(pl.LightningModule):
         self.augment = augment
         self.optim_cfg = dict(optim)
         self.retrieval_ks = list(retrieval_ks)
+        self.seed = seed
+        self._train_gen: Optional[torch.Generator] = None
         self._val_audio: List[torch.Tensor] = []
         self._val_video: List[torch.Tensor] = []
+
+    def on_train_start(self) -> None:
+        # Per-rank augmentation draws (a shared seed would repeat them on every rank).
+        self._train_gen = torch.Generator().manual_seed(self.seed + 1_000_003 * (self.global_rank + 1))
 
     def encode_audio(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """``[B, 1, L]`` waveform -> ``[B, D]`` joint-space embedding."""
@@ -150,8 +158,9 @@ class VideoMusicModule(pl.LightningModule):
         x, v = batch["audio"], batch["video"]
         n = x.shape[0]
         if stage == "train":
-            view2 = self.augment(x) if self.loss.music_weight > 0 else None
-            out = self(self.augment(x), v, view2)
+            gen = self._train_gen
+            view2 = self.augment(x, generator=gen) if self.loss.music_weight > 0 else None
+            out = self(self.augment(x, generator=gen), v, view2)
             parts = self.loss(**out)
         else:
             # Validation measures the clean crops: no augmentation, cross-modal term only.
@@ -209,6 +218,17 @@ def build_audio_encoder(cfg: DictConfig) -> tuple[nn.Module, str, Dict[str, Any]
     return encoder.train(), meta["name"], meta["args"]
 
 
+def video_encoder_args(cfg: DictConfig) -> Dict[str, Any]:
+    """Arguments of the video encoder that ``model.video_encoder`` picks from ``model.video_encoders``."""
+    name = cfg.model.video_encoder
+    if name not in cfg.model.video_encoders:
+        raise ValueError(
+            f"model.video_encoder: '{name}' has no argument block in model.video_encoders "
+            f"(known: {sorted(cfg.model.video_encoders)})"
+        )
+    return to_container(cfg.model.video_encoders[name])
+
+
 def build_module_from_config(cfg: DictConfig) -> tuple[VideoMusicModule, str, Dict[str, Any]]:
     """The stage-2 LightningModule, plus the audio encoder's registry name and args."""
     audio_encoder, audio_name, audio_args = build_audio_encoder(cfg)
@@ -219,7 +239,7 @@ def build_module_from_config(cfg: DictConfig) -> tuple[VideoMusicModule, str, Di
         )
     if cfg.model.freeze_blocks > 0:
         audio_encoder.freeze_blocks(cfg.model.freeze_blocks)
-    video_encoder = build_module(cfg.model.video_encoder.name, to_container(cfg.model.video_encoder.args))
+    video_encoder = build_module(cfg.model.video_encoder, video_encoder_args(cfg))
     proj = cfg.model.projection
     audio_projector = ProjectionHead(audio_encoder.output_dim, proj.hidden_dim, proj.out_dim)
     video_projector = ProjectionHead(video_encoder.output_dim, proj.hidden_dim, proj.out_dim)
@@ -232,7 +252,7 @@ def build_module_from_config(cfg: DictConfig) -> tuple[VideoMusicModule, str, Di
     augment = build_augmentation(cfg.augment, cfg.data.sample_rate, input_length)
     module = VideoMusicModule(
         audio_encoder, audio_projector, video_encoder, video_projector, loss, augment,
-        to_container(cfg.optim), list(cfg.retrieval_ks),
+        to_container(cfg.optim), list(cfg.retrieval_ks), seed=cfg.seed,
     )
     return module, audio_name, audio_args
 
@@ -245,8 +265,8 @@ def export_module(module: VideoMusicModule, cfg: DictConfig, run_dir: Any, audio
     paths = {
         "audio_encoder": save_encoder(out / "audio_encoder.safetensors", module.audio_encoder, audio_name, audio_args, extra),
         "video_encoder": save_encoder(
-            out / "video_encoder.safetensors", module.video_encoder, cfg.model.video_encoder.name,
-            to_container(cfg.model.video_encoder.args), extra,
+            out / "video_encoder.safetensors", module.video_encoder, cfg.model.video_encoder,
+            video_encoder_args(cfg), extra,
         ),
         "audio_projection": save_encoder(
             out / "audio_projection.safetensors", module.audio_projector, "projection",

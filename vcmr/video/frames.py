@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -176,22 +176,3 @@ def iter_samples(
         if held is not None and not done():
             for s in emit(held[1] + 1.0 / rate + end_tolerance):
                 yield s
-
-
-def collect_samples(
-    samples: Iterator[Sample],
-    n_grids: int,
-    on_sample: Optional[Callable[[Sample], None]] = None,
-    keep: Sequence[bool] = (),
-) -> List[List[Sample]]:
-    """Group samples per grid, calling ``on_sample`` for each; ``keep[g]`` False drops
-    grid ``g``'s images after the callback (e.g. scene-detection frames)."""
-    out: List[List[Sample]] = [[] for _ in range(n_grids)]
-    for s in samples:
-        if on_sample is not None:
-            on_sample(s)
-        if not keep or keep[s.grid]:
-            out[s.grid].append(s)
-        else:
-            out[s.grid].append(Sample(s.grid, s.index, s.time, np.zeros((0, 0, 3), np.uint8)))
-    return out
