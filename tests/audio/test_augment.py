@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,67 @@ def test_pitch_shift_keeps_tempo_and_batches_per_value():
     torch.testing.assert_close(y[2:3], alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("semitones", [-7.0, -2.0, 3.0, 7.0])
+def test_resample_pitch_shift_moves_peak_and_keeps_length(semitones):
+    x = sine(440.0, 2.0)
+    y = A.pitch_shift(x, torch.tensor([semitones]), 1024, 256, method="resample")
+    assert y.shape == x.shape
+    target = 440.0 * 2 ** (semitones / 12)
+    assert peak_hz(y[..., 4000:-4000]) == pytest.approx(target, rel=0.004)
+    assert (rms(y[..., 4000:-4000]) / rms(x[..., 4000:-4000])).item() == pytest.approx(1.0, abs=0.03)
+
+
+def test_resample_pitch_shift_changes_tempo_and_mirrors_end():
+    # A click train every 0.25 s: the playback-rate change moves the clicks by the factor a.
+    x = torch.zeros(1, 1, 2 * SR)
+    x[..., :: SR // 4] = 1.0
+    a = 2 ** (4 / 12)
+    y = A.pitch_shift(x, 4.0, 1024, 256, method="resample")
+    assert y.shape == x.shape
+    peaks = torch.nonzero(y[0, 0] > 0.5).view(-1).float()
+    assert peaks[1].item() == pytest.approx(SR / 4 / a, abs=2)
+    # An upward shift reads past the clip's end, which is mirrored: no silent tail.
+    z = A.pitch_shift(sine(300.0, 1.0), 7.0, 1024, 256, method="resample")
+    assert rms(z[..., -2000:]).item() > 0.3
+    assert torch.equal(A.pitch_shift(x, 0.0, 1024, 256, method="resample"), x)
+    with pytest.raises(ValueError, match="method"):
+        A.pitch_shift(x, 1.0, 1024, 256, method="sox")
+
+
+def test_resample_pitch_shift_matches_naive_reference():
+    # Reference: band-limited interpolation by numpy FFT on the exact span, float64.
+    x = torch.randn(2, 1, 3000, generator=gen(12))
+    y = A.pitch_shift(x, torch.tensor([-3.0, -3.0]), 256, 64, method="resample")
+    m = A.next_fast_len(3000)
+    span = A.nearest_smooth_len(m * 2 ** (-3 / 12))
+    spec = np.fft.rfft(x[..., :span].double().numpy(), axis=-1)
+    ref = np.fft.irfft(np.concatenate([spec, np.zeros((2, 1, m // 2 + 1 - spec.shape[-1]))], -1), n=m) * m / span
+    np.testing.assert_allclose(y.numpy(), ref[..., :3000], atol=1e-4)
+
+
+def test_istft_matches_torch():
+    x = torch.randn(3, 5000, generator=gen(13))
+    for n_fft, hop in ((1024, 256), (512, 128), (512, 200)):
+        w = torch.hann_window(n_fft)
+        spec = torch.stft(x, n_fft, hop, window=w, center=True, pad_mode="constant", return_complex=True)
+        for length in (5000, 5300, 700):
+            with warnings.catch_warnings():  # torch warns when it pads the tail with zeros
+                warnings.simplefilter("ignore")
+                ref = torch.istft(spec, n_fft, hop, window=w, center=True, length=length)
+            torch.testing.assert_close(A.istft(spec, n_fft, hop, length), ref, atol=1e-5, rtol=0)
+
+
+def test_next_fast_len_sizes():
+    for n in (1, 300, 3001, 98415, 114414):
+        m = A.next_fast_len(n)
+        assert m >= n and m % 16 == 0 and m < 1.05 * n + 16
+        k = m // 16
+        for r in (2, 3, 5):
+            while k % r == 0:
+                k //= r
+        assert k == 1
+
+
 def test_fft_resample_band_limited():
     x = sine(1000.0, 1.0)
     y = A.fft_resample(x, 8000)  # 16 kHz -> 8 kHz: same tone, half the samples
@@ -256,6 +318,32 @@ def test_random_delay_and_pitch_draw_from_grids():
     assert ps.semitones == [-2.0, -1.0, 1.0, 2.0]
 
 
+def test_scaling_transforms_match_functional_and_leave_others_bitwise():
+    x = torch.randn(16, 1, 1000, generator=gen(14))
+    y, params = A.RandomGain(0.5, -20.0, -1.0).forward_with_params(x, gen(2))
+    m = params["apply"]
+    assert 0 < m.sum() < 16
+    assert torch.equal(y[~m], x[~m])
+    assert torch.equal(y[m], A.gain(x[m], params["db"][m]))
+    z, params = A.RandomPolarity(0.5).forward_with_params(x, gen(3))
+    m = params["apply"]
+    assert torch.equal(z[m], -x[m]) and torch.equal(z[~m], x[~m])
+
+
+def test_inplace_matches_out_of_place_and_chain_keeps_input():
+    x = torch.randn(8, 1, 9000, generator=gen(15))
+    for t in (A.RandomDelay(0.5, SR, 10, 50, 10, 0.5), A.RandomFilter(0.5, SR, 0.5, 2, 2200, 4000, 200, 1200)):
+        ref, _ = t.forward_with_params(x, gen(4))
+        buf = x.clone()
+        out, _ = t.forward_with_params(buf, gen(4), inplace=True)
+        assert torch.equal(out, ref) and out.data_ptr() == buf.data_ptr()
+    cfg = OmegaConf.to_container(load_config(CONFIG).augment)
+    chain = A.build_augmentation(cfg, SR, 9000)  # crop length == input length: no copy by the crop
+    before = x.clone()
+    chain(x, gen(5))
+    assert torch.equal(x, before)
+
+
 def test_random_reverb_uses_drawn_parameters():
     x = torch.zeros(4, 1, 8000)
     x[..., 0] = 1.0
@@ -269,8 +357,12 @@ def test_random_reverb_uses_drawn_parameters():
 # ------------------------------------------------------------------ chain + config
 
 
-def test_chain_shapes_and_reproducibility(cfg_dict):
-    chain = A.build_augmentation(cfg_dict, SR, 8192)
+@pytest.mark.parametrize("method", ["phase_vocoder", "resample"])
+def test_chain_shapes_and_reproducibility(cfg_dict, method):
+    cfg = copy.deepcopy(cfg_dict)
+    cfg["pitch"]["method"] = method
+    chain = A.build_augmentation(cfg, SR, 8192)
+    assert chain.transforms["pitch"].method == method
     assert list(chain.transforms) == ["polarity", "noise", "gain", "filter", "delay", "pitch", "reverb"]
     x = torch.randn(6, 1, 12000, generator=gen(7))
     y1, y2 = chain(x, gen(42)), chain(x, gen(42))
@@ -336,6 +428,7 @@ def test_build_accepts_wrapped_config_and_dictconfig():
         ("reverb.max_wet", 1.5, r"augment\.reverb\.max_wet"),
         ("delay.max_ms", 1500.0, r"augment\.delay\.max_ms"),
         ("pitch.p", "often", r"pitch\.p"),
+        ("pitch.method", "sox", r"augment\.pitch\.method"),
     ],
 )
 def test_bad_config_names_the_key(cfg_dict, key, value, match):

@@ -194,3 +194,24 @@ def test_missing_yt_dlp_says_what_to_install(tmp_path, tiny_cfg, monkeypatch):
     lst.write_text("abcdefghijk\n")
     with pytest.raises(DownloaderUnavailable, match=r"pip install 'vcmr\[youtube\]'.*folder"):
         build(tiny_cfg(lst, tmp_path / "ds"))
+
+
+def _crashing_downloader(source, settings):
+    """Kills its worker process for ids starting with 'crash' (a decoder segfault, say)."""
+    import os
+
+    if source.video_id.startswith("crash"):
+        os._exit(3)
+    return _local_downloader(source, settings)
+
+
+def test_a_crashing_worker_fails_only_its_video(make_video, tmp_path, tiny_cfg):
+    root = tmp_path / "ds"
+    (root / "library").mkdir(parents=True)
+    shutil.move(make_video("clip.mp4", COLORS), root / "library" / "clip.mp4")
+    lst = tmp_path / "list.txt"
+    lst.write_text("okvideo0001\ncrashvideo1\nokvideo0002\nokvideo0003\n")
+    summary = build(tiny_cfg(lst, root, "num_workers=1", "max_pending=2"), downloader=_crashing_downloader)
+    recs = _by_id(root)
+    assert summary.counts == {"ok": 3, "failed": 1}
+    assert recs["crashvideo1"].reason.startswith("worker process crashed")

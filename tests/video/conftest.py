@@ -1,4 +1,4 @@
-"""Fixtures of the video tests (helpers live in ``media.py``)."""
+"""Fixtures of the video tests (plain functions live in ``media.py``)."""
 
 from __future__ import annotations
 

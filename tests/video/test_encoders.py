@@ -17,6 +17,7 @@ from vcmr.video.encoders import (
     OpenClipEncoder,
     TinyClipEncoder,
     build_frame_encoder,
+    build_tiny_clip,
 )
 
 TINY = dict(embed_dim=24, image_size=32, patch_size=8, width=32, layers=1, head_width=16, seed=3)
@@ -95,7 +96,7 @@ def test_open_clip_local_checkpoint_roundtrip(tmp_path: Path):
     name = _register_tiny_open_clip(tmp_path)
     tiny = TinyClipEncoder(**TINY, device="cpu")
     ckpt = tmp_path / "tiny.pt"
-    torch.save(tiny.model.state_dict(), ckpt)
+    torch.save(build_tiny_clip(**TINY).state_dict(), ckpt)
     enc = build_frame_encoder("open_clip", {"model_name": name, "pretrained": str(ckpt)}, device="cpu")
     assert isinstance(enc, OpenClipEncoder)
     assert (enc.image_size, enc.embed_dim) == (32, 24)

@@ -402,12 +402,19 @@ def delay(x: Tensor, delay_samples: Tensor | int, volume: float) -> Tensor:
         delay_samples: ``[B]`` (or scalar) non-negative integer delays in samples.
         volume: gain of the delayed copy.
     """
-    b, c, t = x.shape
-    d = torch.as_tensor(delay_samples, device=x.device, dtype=torch.long).expand(b).view(b, 1, 1)
-    idx = torch.arange(t, device=x.device).view(1, 1, t) - d
-    valid = idx >= 0
-    shifted = torch.gather(x, 2, idx.clamp(min=0).expand(b, c, t)) * valid
-    return x + volume * shifted
+    b, _, t = x.shape
+    d = torch.as_tensor(delay_samples, dtype=torch.long).detach().cpu().expand(b)
+    y = x.clone()
+    # One slice addition per distinct delay (a grid of a few values) instead of a gather
+    # through a [B, 1, T] index tensor.
+    if (d < 0).any():
+        raise ValueError(f"delays must be >= 0 samples, got {d.tolist()}")
+    for value in torch.unique(d).tolist():
+        if value >= t:  # the echo starts after the end
+            continue
+        idx = torch.nonzero(d == value).view(-1).to(x.device)
+        y[..., value:].index_add_(0, idx, x.index_select(0, idx)[..., : t - value], alpha=volume)
+    return y
 
 
 def _peak_of_bin(mag: Tensor, jumps: int = 2) -> Tensor:
@@ -424,11 +431,15 @@ def _peak_of_bin(mag: Tensor, jumps: int = 2) -> Tensor:
     Returns:
         ``[..., F]`` long bin indices.
     """
-    left = torch.nn.functional.pad(mag[..., :-1], (1, 0), value=-1.0)
-    right = torch.nn.functional.pad(mag[..., 1:], (0, 1), value=-1.0)
+    left = torch.empty_like(mag)
+    left[..., :1] = -1.0
+    left[..., 1:] = mag[..., :-1]
+    right = torch.empty_like(mag)
+    right[..., -1:] = -1.0
+    right[..., :-1] = mag[..., 1:]
     up = (right > mag) & (right >= left)
     down = (left > mag) & ~up
-    ptr = torch.arange(mag.shape[-1], device=mag.device) + up.long() - down.long()
+    ptr = torch.arange(mag.shape[-1], device=mag.device) + (up.to(torch.long) - down.to(torch.long))
     for _ in range(jumps):
         ptr = torch.gather(ptr, -1, ptr)
     return ptr
@@ -479,7 +490,7 @@ def phase_vocoder(spec: Tensor, rate: float) -> Tensor:
     # advanced[k] = phase[0] + sum_{j<k} dphi[i0[j]]
     incr = torch.empty((*phase.shape[:-2], i0.numel(), phase.shape[-1]), dtype=phase.dtype, device=phase.device)
     incr[..., :1, :] = phase[..., :1, :]
-    torch.index_select(dphi, -2, i0[:-1], out=incr[..., 1:, :]) if i0.numel() > 1 else None
+    incr[..., 1:, :] = dphi.index_select(-2, i0[:-1])
     advanced = torch.cumsum(incr, dim=-2)
     del incr
     phase0 = phase.index_select(-2, i0)
@@ -509,46 +520,150 @@ def fft_resample(x: Tensor, length: int) -> Tensor:
     return torch.fft.irfft(spec, n=length) * (length / n_in)
 
 
-def pitch_shift(x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: int) -> Tensor:
-    """Shift pitch by ``semitones[b]`` semitones without changing the length or tempo.
+@functools.lru_cache(maxsize=16)
+def _hann_window(n_fft: int, device: torch.device) -> Tensor:
+    """Periodic Hann window, built once per size and device."""
+    return torch.hann_window(n_fft, device=device)
 
-    Each example is time-stretched by ``a = 2 ** (s / 12)`` with a phase vocoder (length
-    ``round(a * T)``), then resampled back to ``T`` samples (band-limited, via FFT), which
-    multiplies every frequency by ``a``. Examples sharing a semitone value are processed
-    together; an example with 0 semitones is returned unchanged.
+
+@functools.lru_cache(maxsize=64)
+def _ola_envelope(n_fft: int, hop_length: int, n_frames: int, device: torch.device) -> Tensor:
+    """Overlap-added squared Hann window of ``n_frames`` frames: ``[(n_frames - 1) * hop + n_fft]``."""
+    w2 = _hann_window(n_fft, device).pow(2)
+    r = n_fft // hop_length
+    env = torch.zeros(n_frames + r - 1, hop_length, device=device)
+    for j in range(r):
+        env[j : j + n_frames] += w2[j * hop_length : (j + 1) * hop_length]
+    return env.view(-1)
+
+
+def istft(spec: Tensor, n_fft: int, hop_length: int, length: int) -> Tensor:
+    """Inverse of ``torch.stft(x, n_fft, hop_length, hann_window(n_fft), center=True)``.
+
+    Same result as ``torch.istft`` (windowed overlap-add divided by the overlap-added
+    squared window), but when ``hop_length`` divides ``n_fft`` the overlap-add is
+    ``n_fft / hop_length`` slice additions instead of a fold, several times faster on CPU.
+
+    Args:
+        spec: ``[B, F, N]`` complex STFT, ``F = n_fft // 2 + 1``.
+        n_fft: frame size.
+        hop_length: hop between frames.
+        length: output samples.
+
+    Returns:
+        ``[B, length]`` float32.
+    """
+    window = _hann_window(n_fft, spec.device)
+    if n_fft % hop_length:
+        return torch.istft(spec, n_fft, hop_length, window=window, center=True, length=length)
+    b, _, n_frames = spec.shape
+    frames = torch.fft.irfft(spec.transpose(-1, -2), n=n_fft)  # [B, N, n_fft]
+    frames.mul_(window)
+    r = n_fft // hop_length
+    y = torch.zeros(b, n_frames + r - 1, hop_length, dtype=frames.dtype, device=frames.device)
+    for j in range(r):
+        y[:, j : j + n_frames] += frames[..., j * hop_length : (j + 1) * hop_length]
+    start = n_fft // 2
+    env = _ola_envelope(n_fft, hop_length, n_frames, spec.device)[start : start + length]
+    y = y.view(b, -1)[:, start : start + length]
+    # Where no frame overlaps (beyond the last frame) the output is zero, as in torch.istft.
+    y = y / torch.where(env > 1e-11, env, torch.ones_like(env))[: y.shape[-1]]
+    if y.shape[-1] < length:
+        y = torch.nn.functional.pad(y, (0, length - y.shape[-1]))
+    return y
+
+
+def _reflect_to(x: Tensor, length: int) -> Tensor:
+    """Extend ``x[..., T]`` to ``length`` samples by mirroring the end (repeatedly if needed)."""
+    while x.shape[-1] < length:
+        extra = min(length - x.shape[-1], x.shape[-1] - 1)
+        if extra <= 0:  # a single sample: repeat it
+            return torch.nn.functional.pad(x, (0, length - x.shape[-1]), mode="replicate")
+        x = torch.cat([x, x[..., -extra - 1 : -1].flip(-1)], dim=-1)
+    return x
+
+
+def _shift_vocoder(group: Tensor, value: float, n_fft: int, hop_length: int) -> Tensor:
+    """Phase-vocoder pitch shift of ``group: [b, T]`` by ``value`` semitones -> ``[b, T]``."""
+    t = group.shape[-1]
+    # Stretch to a length L near a * T with only small prime factors, so the FFT of the
+    # resampling step stays fast; the pitch factor is then L / T (within ~0.1 %, about
+    # 1-2 cents, of 2 ** (s / 12) for clip lengths of a few seconds).
+    stretched_len = nearest_smooth_len(t * 2.0 ** (value / 12.0))
+    # Zero padding (not reflection) at the edges: a mirrored start would give the first
+    # frame's bins phases that belong to no single sinusoid.
+    spec = torch.stft(
+        group,
+        n_fft,
+        hop_length,
+        window=_hann_window(n_fft, group.device),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    spec = phase_vocoder(spec, t / stretched_len)
+    return fft_resample(istft(spec, n_fft, hop_length, stretched_len), t)
+
+
+def _shift_resample(group: Tensor, value: float) -> Tensor:
+    """Playback-rate pitch shift of ``group: [b, T]`` by ``value`` semitones -> ``[b, T]``.
+
+    The output's ``M = next_fast_len(T)`` samples are the band-limited resampling of the
+    first ``L ~ 2 ** (value / 12) * M`` input samples (``L`` with small prime factors, so
+    the pitch factor ``L / M`` is within ~0.1 % of ``2 ** (s / 12)``); the first ``T`` are
+    kept. Upward shifts need more input than there is: the clip is extended by mirroring
+    its end.
+    """
+    t = group.shape[-1]
+    m = next_fast_len(t)
+    span_len = nearest_smooth_len(m * 2.0 ** (value / 12.0))
+    span = group[..., :span_len] if span_len <= t else _reflect_to(group, span_len)
+    return fft_resample(span, m)[..., :t]
+
+
+def pitch_shift(
+    x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: int, method: str = "phase_vocoder"
+) -> Tensor:
+    """Shift pitch by ``semitones[b]`` semitones keeping the length.
+
+    ``phase_vocoder`` (tempo kept): each example is time-stretched by ``a = 2 ** (s / 12)``
+    with a phase vocoder (length ``round(a * T)``), then resampled back to ``T`` samples
+    (band-limited, via FFT), which multiplies every frequency by ``a``.
+
+    ``resample`` (tempo changes too): the playback rate is multiplied by ``a``: the output
+    is a band-limited resampling of a span ``a`` times as long as the output, so events
+    come ``a`` times faster; upward shifts mirror the clip's end to fill the span.
+
+    Examples sharing a semitone value are processed together; an example with 0
+    semitones is returned unchanged.
 
     Args:
         x: ``[B, 1, T]`` waveform.
         semitones: ``[B]`` (or scalar) shifts in semitones (positive = higher).
-        n_fft: STFT size of the phase vocoder.
-        hop_length: STFT hop of the phase vocoder.
+        n_fft: STFT size of the phase vocoder (unused by ``resample``).
+        hop_length: STFT hop of the phase vocoder (unused by ``resample``).
+        method: ``"phase_vocoder"`` or ``"resample"``.
 
     Returns:
         ``[B, 1, T]``.
     """
+    if method not in PITCH_METHODS:
+        raise ValueError(f"pitch-shift method must be one of {PITCH_METHODS}, got {method!r}")
     b, _, t = x.shape
     s = torch.as_tensor(semitones, dtype=torch.float64).detach().cpu().expand(b)
     out = x.clone()
-    window = torch.hann_window(n_fft, device=x.device)
-    chunk = PITCH_CPU_CHUNK if x.device.type == "cpu" else b
+    chunk = PITCH_CPU_CHUNK if x.device.type == "cpu" and method == "phase_vocoder" else b
     for value in torch.unique(s).tolist():
         if value == 0.0:
             continue
-        # Stretch to a length L near a * T with only small prime factors, so the FFT of the
-        # resampling step stays fast; the pitch factor is then L / T (within ~0.1 %, about
-        # 1-2 cents, of 2 ** (s / 12) for clip lengths of a few seconds).
-        stretched_len = nearest_smooth_len(t * 2.0 ** (value / 12.0))
         members = torch.nonzero(s == value).view(-1).to(x.device)
         for idx in members.split(chunk):
             group = x.index_select(0, idx).reshape(-1, t).float()
-            # Zero padding (not reflection) at the edges: a mirrored start would give the
-            # first frame's bins phases that belong to no single sinusoid.
-            spec = torch.stft(
-                group, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True
-            )
-            spec = phase_vocoder(spec, t / stretched_len)
-            stretched = torch.istft(spec, n_fft, hop_length, window=window, center=True, length=stretched_len)
-            out.index_copy_(0, idx, fft_resample(stretched, t).view(-1, 1, t).to(x.dtype))
+            if method == "phase_vocoder":
+                y = _shift_vocoder(group, value, n_fft, hop_length)
+            else:
+                y = _shift_resample(group, value)
+            out.index_copy_(0, idx, y.view(-1, 1, t).to(x.dtype))
     return out
 
 
@@ -623,8 +738,9 @@ class RandomTransform(nn.Module):
     """Applies a transform to each example with probability ``p`` (independent draws).
 
     Subclasses implement :meth:`sample` (parameters for all ``B`` examples, on the
-    generator's device) and :meth:`apply` (the transform on the selected sub-batch).
-    Examples that are not selected are returned bit-for-bit unchanged.
+    generator's device) and :meth:`apply` (the transform on the selected sub-batch), or
+    :meth:`scale` for transforms that only multiply each example by a factor. Only the
+    selected examples are processed; the others are returned bit-for-bit unchanged.
     """
 
     def __init__(self, p: float):
@@ -639,8 +755,19 @@ class RandomTransform(nn.Module):
         """Transform every example of ``x`` (``[b, 1, T]``) with its ``params`` (``[b]``)."""
         raise NotImplementedError
 
-    def forward_with_params(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Params]:
-        """Like :meth:`forward`, also returning the draws (``params["apply"]``: ``[B]`` bool)."""
+    def scale(self, params: Params, x: Tensor) -> Optional[Tensor]:
+        """Per-example factors ``[b]`` (``x``'s dtype and device) if the transform is a pure
+        scaling, else ``None`` (then :meth:`apply` is used)."""
+        return None
+
+    def forward_with_params(
+        self, x: Tensor, generator: Optional[torch.Generator] = None, inplace: bool = False
+    ) -> Tuple[Tensor, Params]:
+        """Like :meth:`forward`, also returning the draws (``params["apply"]``: ``[B]`` bool).
+
+        With ``inplace=True`` the result is written into ``x`` (which must not be needed
+        by the caller any more); the chain does so on its own buffer to skip copies.
+        """
         _check_batch(x)
         b = x.shape[0]
         dev = generator.device if generator is not None else torch.device("cpu")
@@ -652,11 +779,19 @@ class RandomTransform(nn.Module):
         if idx.numel() == 0:
             return x, params
         sub = {k: v[idx.to(v.device)] for k, v in params.items() if k != "apply"}
+        factor = self.scale(sub, x)
+        if factor is not None:
+            # One pass over the batch; a factor of exactly 1 leaves an example's bits as they are.
+            full = torch.ones(b, dtype=x.dtype, device=x.device)
+            full[idx.to(x.device)] = factor
+            full = full.view(b, 1, 1)
+            return (x.mul_(full) if inplace else x * full), params
         if idx.numel() == b:
-            return self.apply(x, sub, generator), params
+            y = self.apply(x, sub, generator)
+            return (x.copy_(y) if inplace and y is not x else y), params
         idx = idx.to(x.device)
-        y = self.apply(x.index_select(0, idx), sub, generator)
-        return x.index_copy(0, idx, y.to(x.dtype)), params
+        y = self.apply(x.index_select(0, idx), sub, generator).to(x.dtype)
+        return (x.index_copy_(0, idx, y) if inplace else x.index_copy(0, idx, y)), params
 
     def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """``x: [B, 1, T]`` -> ``[B, 1, T]``, each example transformed with probability ``p``."""
@@ -671,6 +806,9 @@ class RandomPolarity(RandomTransform):
 
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
         return polarity_inversion(x)
+
+    def scale(self, params: Params, x: Tensor) -> Optional[Tensor]:
+        return torch.tensor(-1.0, dtype=x.dtype, device=x.device)
 
 
 class RandomNoise(RandomTransform):
@@ -699,6 +837,10 @@ class RandomGain(RandomTransform):
 
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
         return gain(x, params["db"])
+
+    def scale(self, params: Params, x: Tensor) -> Optional[Tensor]:
+        # Same arithmetic as gain(), so both give the same bits.
+        return torch.pow(10.0, params["db"].to(x.device, x.dtype) / 20.0)
 
 
 class RandomFilter(RandomTransform):
@@ -766,9 +908,12 @@ class RandomPitchShift(RandomTransform):
         step_semitones: float,
         n_fft: int,
         hop_length: int,
+        method: str = "phase_vocoder",
     ):
         super().__init__(p)
-        self.n_fft, self.hop_length = int(n_fft), int(hop_length)
+        if method not in PITCH_METHODS:
+            raise ConfigError(f"augment.pitch.method = {method!r}: must be one of {', '.join(PITCH_METHODS)}")
+        self.n_fft, self.hop_length, self.method = int(n_fft), int(hop_length), str(method)
         n = int(math.floor((max_semitones - min_semitones) / step_semitones + 1e-9)) + 1
         grid = [float(min_semitones) + i * float(step_semitones) for i in range(n)]
         self.semitones = [round(v, 9) for v in grid if abs(v) > 1e-9]
@@ -779,10 +924,13 @@ class RandomPitchShift(RandomTransform):
         return {"semitones": _choice(batch_size, torch.tensor(self.semitones, dtype=torch.float64), generator)}
 
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
-        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length)
+        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length, self.method)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, semitones={self.semitones}, n_fft={self.n_fft}, hop_length={self.hop_length}"
+        return (
+            f"p={self.p}, method={self.method}, semitones={self.semitones}, "
+            f"n_fft={self.n_fft}, hop_length={self.hop_length}"
+        )
 
 
 class RandomReverb(RandomTransform):
@@ -850,9 +998,11 @@ class AugmentationChain(nn.Module):
                 f"({x.shape[-1]} samples): load longer clips or lower crop_length"
             )
         out = random_crop(x, self.crop_length, generator)
+        if self.transforms and out.data_ptr() == x.data_ptr():
+            out = out.clone()  # the transforms below write into `out`, never into the caller's x
         drawn: Dict[str, Params] = {}
         for name, transform in self.transforms.items():
-            out, drawn[name] = transform.forward_with_params(out, generator)
+            out, drawn[name] = transform.forward_with_params(out, generator, inplace=True)
         return out, drawn
 
     def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -946,7 +1096,9 @@ def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: in
         _fail("pitch.hop_length", ps.hop_length, f"must be in [1, augment.pitch.n_fft={ps.n_fft}]")
     if ps.n_fft < 2 or ps.n_fft % 2:
         _fail("pitch.n_fft", ps.n_fft, "must be an even number >= 2")
-    if typed.enabled and ps.p > 0 and ps.n_fft > crop_length:
+    if ps.method not in PITCH_METHODS:
+        _fail("pitch.method", ps.method, f"must be one of {', '.join(PITCH_METHODS)}")
+    if typed.enabled and ps.p > 0 and ps.method == "phase_vocoder" and ps.n_fft > crop_length:
         _fail("pitch.n_fft", ps.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
     r = typed.reverb
     if r.min_rt60_s <= 0:
@@ -1005,6 +1157,7 @@ def build_augmentation(cfg: Mapping | DictConfig, sample_rate: int, crop_length:
                     c.pitch.step_semitones,
                     c.pitch.n_fft,
                     c.pitch.hop_length,
+                    c.pitch.method,
                 ),
             ),
             (
@@ -1053,8 +1206,10 @@ __all__ = [
     "frequency_filter",
     "gain",
     "highpass",
+    "istft",
     "lowpass",
     "phase_vocoder",
+    "next_fast_len",
     "pitch_shift",
     "polarity_inversion",
     "random_crop",

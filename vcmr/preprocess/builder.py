@@ -357,23 +357,44 @@ def _run_jobs(
                 src = pending.pop(fut)
                 try:
                     yield fut.result()
-                except Exception as exc:  # a worker died (e.g. a decoder crash): record, go on
-                    yield Analysis(src.video_id, record=failed(src.video_id, "failed", f"worker crashed: {exc!r}"))
-                    if isinstance(exc, cf.process.BrokenProcessPool):
-                        # The pool is unusable; retry the rest in a fresh pool.
-                        rest = list(pending.values()) + todo[::-1]
-                        pending.clear()
-                        yield from _run_jobs(rest, cfg, root, settings, downloader)
-                        return
+                except cf.process.BrokenProcessPool:
+                    # A worker died (e.g. a decoder crash) and took the pool with it. Which
+                    # video did it is unknown: rerun each in-flight video alone, then go on
+                    # with the rest in a fresh pool.
+                    suspects = [src, *pending.values()]
+                    pending.clear()
+                    for sus in suspects:
+                        yield _run_isolated(sus, ctx, root, settings, downloader)
+                    yield from _run_jobs(todo[::-1], cfg, root, settings, downloader)
+                    return
+                except Exception as exc:  # e.g. a result that cannot be sent back
+                    yield Analysis(src.video_id, record=failed(src.video_id, "failed", f"worker error: {exc!r}"))
 
 
-def build(cfg: DictConfig, downloader: Optional[Callable[[VideoSource, DownloadSettings], Path]] = None) -> BuildSummary:
+def _run_isolated(src: VideoSource, ctx, root: Path, settings: JobSettings, downloader: Callable) -> Analysis:
+    """Process one video in its own worker process; a crash is recorded as a failure."""
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(analyse, src, str(root), settings, downloader).result()
+        except cf.process.BrokenProcessPool:
+            return Analysis(src.video_id, record=failed(
+                src.video_id, "failed", "worker process crashed: the decoder died on this file"))
+
+
+def build(
+    cfg: DictConfig,
+    downloader: Optional[Callable[[VideoSource, DownloadSettings], Path]] = None,
+    encoder: Optional[Any] = None,
+) -> BuildSummary:
     """Build (or continue building) a music-video dataset.
 
     Args:
         cfg: a :class:`PreprocessConfig` config (``load_config(..., schema=PreprocessConfig)``).
         downloader: replaces the yt-dlp downloader for list inputs (a picklable function
             when ``num_workers > 0``).
+        encoder: an already built :class:`~vcmr.video.encoders.FrameEncoder` to reuse
+            (e.g. across several builds); it must be the one ``frames.encoder`` describes.
+            ``None`` builds it from the config when there is work to do.
 
     Returns:
         A :class:`BuildSummary`; the manifest is at ``summary.manifest``.
@@ -405,9 +426,10 @@ def build(cfg: DictConfig, downloader: Optional[Callable[[VideoSource, DownloadS
             probe_settings = DownloadSettings(str(ddir), "", 0, 0.0)
             if any(s.path is None and find_download(s, probe_settings) is None for s in todo):
                 require_yt_dlp()
-        from vcmr.video.encoders import build_frame_encoder
+        if encoder is None:
+            from vcmr.video.encoders import build_frame_encoder
 
-        encoder = build_frame_encoder(cfg.frames.encoder, encoder_args(cfg), device=cfg.frames.device)
+            encoder = build_frame_encoder(cfg.frames.encoder, encoder_args(cfg), device=cfg.frames.device)
         settings = job_settings(cfg, encoder.image_size, root)
         from tqdm import tqdm
 
@@ -433,6 +455,7 @@ def build(cfg: DictConfig, downloader: Optional[Callable[[VideoSource, DownloadS
 def _finish(res: Analysis, encoder, cfg: DictConfig, root: Path) -> VideoRecord:
     """Encode a worker's frames, average per second, write the features; the ok record."""
     emb = encoder.encode_frames(res.frames, int(cfg.frames.batch_size))
+    res.frames = None  # release the window's frames before the next video arrives
     n_rows = int(res.facts["window_duration"])
     feats = average_per_second(emb, res.rows, n_rows, bool(cfg.frames.normalize))
     rel = feature_relpath(res.video_id)

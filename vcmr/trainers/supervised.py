@@ -42,8 +42,8 @@ from vcmr.config import (
     TrainerConfig,
     to_container,
 )
-from vcmr.evaluation import SongEvalConfig, evaluate_tagger, load_tag_groups, print_report, write_report
 from vcmr.data.tagging import AudioStore, TaggingDataConfig, TaggingDataModule, build_index, drop_unusable
+from vcmr.evaluation import SongEvalConfig, evaluate_tagger, load_tag_groups, print_report, write_report
 from vcmr.metrics.tagging import tagging_scores
 from vcmr.models.export import load_encoder_with_meta, save_encoder
 from vcmr.models.heads import Tagger, build_head
@@ -221,9 +221,10 @@ class SupervisedTagging(pl.LightningModule):
             # Ranks may hold different counts; DistributedSampler pads evenly, so gather works.
             probs = self.all_gather(probs).reshape(-1, probs.shape[-1])
             target = self.all_gather(target).reshape(-1, target.shape[-1])
+        # Every rank holds the gathered arrays, so every rank logs the same value (no sync needed).
         scores = tagging_scores(target.cpu().numpy(), probs.cpu().numpy(), self.tags)
-        self.log(f"{stage}/roc_auc", scores.overall["roc_auc"], rank_zero_only=True)
-        self.log(f"{stage}/pr_auc", scores.overall["pr_auc"], prog_bar=True, rank_zero_only=True)
+        self.log(f"{stage}/roc_auc", scores.overall["roc_auc"])
+        self.log(f"{stage}/pr_auc", scores.overall["pr_auc"], prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
         self._epoch_metrics("val")
@@ -297,8 +298,8 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     """Train a tagger as ``cfg`` says, then score ``data.subset`` song by song.
 
     Returns:
-        ``{"run_dir", "best_checkpoint", "encoder_export", "val/pr_auc", "val/roc_auc",
-        "song": {...}}`` where ``song`` holds the overall scores per (overlap, aggregation)
+        ``{"run_dir", "best_checkpoint", "encoder_export", "val/pr_auc" (best), "song": {...},
+        "roc_auc", "pr_auc"}`` where ``song`` holds the overall scores per (overlap, aggregation)
         and ``roc_auc``/``pr_auc`` of the primary setting (first overlap, first aggregation).
     """
     pl.seed_everything(int(cfg.seed), workers=True)
@@ -332,7 +333,6 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     result: Dict[str, Any] = {"run_dir": str(run_dir), "best_checkpoint": best}
     best_score = ckpt_cb.best_model_score
     result[MONITOR] = float(best_score) if best_score is not None else float("nan")
-    result["val/roc_auc"] = float(trainer.callback_metrics.get("val/roc_auc", float("nan")))
     if not is_rank_zero():
         return result
 

@@ -132,17 +132,40 @@ class OpenClipEncoder(FrameEncoder):
         cfg = getattr(model.visual, "preprocess_cfg", None) or {}
         mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
         super().__init__(mean, std)
-        self.model = model.eval()
-        self.image_size = _image_size(model.visual.image_size)
-        self.embed_dim = int(model.visual.output_dim)
+        # Only the image tower is kept: the text tower would double the memory for nothing.
+        self.visual = model.visual.eval()
+        del model
+        self.image_size = _image_size(self.visual.image_size)
+        self.embed_dim = int(self.visual.output_dim)
         self.to(resolve_device(device))
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
+        return self.visual(pixels)
+
+
+def build_tiny_clip(
+    embed_dim: int, image_size: int, patch_size: int, width: int, layers: int, head_width: int, seed: int
+) -> nn.Module:
+    """A small randomly initialised open_clip ``CLIP`` (ViT image tower, one-layer text
+    tower), drawn from ``seed`` without touching the global RNG. Its state dict loads into
+    open_clip models registered with the same config."""
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return open_clip.CLIP(
+            embed_dim=int(embed_dim),
+            vision_cfg=CLIPVisionCfg(
+                layers=int(layers), width=int(width), head_width=int(head_width),
+                patch_size=int(patch_size), image_size=int(image_size),
+            ),
+            text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=int(head_width), heads=1, layers=1),
+        ).eval()
 
 
 class TinyClipEncoder(FrameEncoder):
-    """Small randomly initialised open_clip ``CLIP`` (ViT image tower), seeded.
+    """Image tower of :func:`build_tiny_clip`: small, random, deterministic per seed.
 
     Args:
         embed_dim: output embedding size.
@@ -166,26 +189,14 @@ class TinyClipEncoder(FrameEncoder):
         seed: int,
         device: str = "auto",
     ):
-        import open_clip
-        from open_clip.model import CLIPTextCfg, CLIPVisionCfg
-
         super().__init__(CLIP_MEAN, CLIP_STD)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            self.model = open_clip.CLIP(
-                embed_dim=int(embed_dim),
-                vision_cfg=CLIPVisionCfg(
-                    layers=int(layers), width=int(width), head_width=int(head_width),
-                    patch_size=int(patch_size), image_size=int(image_size),
-                ),
-                text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=head_width, heads=1, layers=1),
-            ).eval()
+        self.visual = build_tiny_clip(embed_dim, image_size, patch_size, width, layers, head_width, seed).visual
         self.image_size = int(image_size)
         self.embed_dim = int(embed_dim)
         self.to(resolve_device(device))
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
+        return self.visual(pixels)
 
 
 class HFClipEncoder(FrameEncoder):

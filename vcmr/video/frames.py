@@ -98,7 +98,7 @@ def iter_samples(
 
     Samples come in time order per grid. The last decoded frame also covers samples up to
     ``end_tolerance`` seconds past its own timestamp (the tail of the stream); samples
-    beyond that are missing and reported by :func:`check_complete` callers.
+    beyond that are missing: callers compare the count with :meth:`FrameGrid.n_samples`.
 
     Args:
         path: video file.
