@@ -25,6 +25,8 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_augment.py
+	$(PY) benchmarks/bench_frames.py
+	$(PY) benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

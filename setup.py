@@ -37,11 +37,15 @@ setup(
         ],
         "youtube": ["yt-dlp"],
         "wandb": ["wandb"],
-        "dev": ["pytest>=7", "pytest-timeout", "audiomentations>=0.35"],
+        "dev": ["pytest>=7", "pytest-timeout", "audiomentations>=0.35", "scikit-video"],
     },
     entry_points={
         "console_scripts": [
             "vcmr-mus-pretrain=vcmr.scripts.mus_pretrain:main",
+            "vcmr-preprocess=vcmr.scripts.preprocess:main",
+            "vcmr-vid-pretrain=vcmr.scripts.vid_pretrain:main",
+            "vcmr-supervised=vcmr.scripts.supervised:main",
+            "vcmr-evaluation=vcmr.scripts.evaluation:main",
         ]
     },
 )

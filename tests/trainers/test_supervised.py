@@ -72,7 +72,8 @@ def test_finetune_learns_planted_tags(finetune):
 
 def test_random_frozen_linear_scores_clearly_lower(finetune, out_root):
     rand = supervised_main(["--config", "supervised_demo.yaml",
-                            *_overrides(out_root, "model.mode=linear", "model.encoder=scratch", "trainer.max_epochs=3")])
+                            *_overrides(out_root, "model.mode=linear", "model.encoder=scratch", "trainer.max_epochs=2",
+                                            "evaluation.overlaps=[0.0]", "evaluation.aggregations=[mean]")])
     assert rand["roc_auc"] <= finetune["roc_auc"] - 0.15, (rand["roc_auc"], finetune["roc_auc"])
 
 
@@ -91,7 +92,8 @@ def test_export_and_checkpoint_round_trip(finetune):
 def test_linear_probe_on_export_keeps_encoder_frozen(finetune, out_root):
     res = supervised_main(["--config", "supervised_demo.yaml",
                            *_overrides(out_root, "model.mode=linear", f"model.encoder={finetune['encoder_export']}",
-                                       "trainer.max_epochs=2", "optim.lr=1e-2")])
+                                       "trainer.max_epochs=2", "optim.lr=1e-2",
+                                       "evaluation.overlaps=[0.0]", "evaluation.aggregations=[mean]")])
     tagger, meta = load_tagger(res["best_checkpoint"])
     assert meta["mode"] == "linear" and isinstance(tagger.head, LinearHead)
     before = vcmr.load_encoder(finetune["encoder_export"]).state_dict()
@@ -103,7 +105,8 @@ def test_linear_probe_on_export_keeps_encoder_frozen(finetune, out_root):
 def test_evaluation_script_on_a_run(finetune, tmp_path):
     out = tmp_path / "eval"
     res = evaluation_main(["--config", "evaluation.yaml", f"checkpoint={finetune['run_dir']}", "data.subset=test",
-                           f"output_dir={out}", "device=cpu", *[o for o in TINY if o.startswith("data.demo") or
+                           f"output_dir={out}", "device=cpu", "evaluation.overlaps=[0.0]",
+                           "evaluation.aggregations=[mean]", *[o for o in TINY if o.startswith("data.demo") or
                                                                o.startswith("data.sample_rate")]])
     assert res["roc_auc"] == pytest.approx(finetune["roc_auc"], abs=1e-6)  # same checkpoint, same data
     doc = json.loads((out / "results.json").read_text())

@@ -1065,6 +1065,9 @@ def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: in
         raise ConfigError(f"sample_rate must be positive, got {sample_rate}")
     if crop_length <= 0:
         raise ConfigError(f"crop_length must be a positive number of samples, got {crop_length}")
+    if not typed.enabled:
+        # A disabled chain only crops: its transform ranges never meet this sample rate.
+        return typed
     nyquist = sample_rate / 2.0
     for name in ("polarity", "noise", "gain", "filter", "delay", "pitch", "reverb"):
         _check_p(typed, name)

@@ -12,6 +12,7 @@ import sys
 from typing import Optional, Sequence
 
 from vcmr.config import ConfigError, load_config, parse_cli
+from vcmr.data.tagging import DatasetFilesError
 
 DEFAULT_CONFIG = "evaluation.yaml"
 
@@ -25,7 +26,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         cfg = load_config(path, overrides, EvaluationConfig)
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
-    result = evaluate(cfg)
+    try:
+        result = evaluate(cfg)
+    except DatasetFilesError as exc:  # missing annotation files: the message says which and where from
+        sys.exit(f"data error: {exc}")
     print(f"{cfg.data.subset} song-level ROC-AUC {100 * result['roc_auc']:.2f}  PR-AUC {100 * result['pr_auc']:.2f}")
     return result
 

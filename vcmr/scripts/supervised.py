@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from vcmr.config import ConfigError, load_config, parse_cli
+from vcmr.data.tagging import DatasetFilesError
 
 DEFAULT_CONFIG = "supervised_demo.yaml"
 
@@ -27,7 +28,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         cfg = load_config(path, overrides, SupervisedConfig)
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except DatasetFilesError as exc:  # missing annotation files: the message says which and where from
+        sys.exit(f"data error: {exc}")
     if "roc_auc" in result:
         print(f"\nbest checkpoint: {result['best_checkpoint']}")
         print(f"encoder export:  {result['encoder_export']}")
