@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 demo: setup
-	$(PY) -m vcmr.scripts.mus_pretrain
+	$(PY) -m vcmr.scripts.demo
 
 test: setup
 	$(PY) -m pytest -q
