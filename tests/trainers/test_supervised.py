@@ -11,8 +11,8 @@ import torch
 import vcmr
 from vcmr.config import CONFIG_DIR, load_config
 from vcmr.models.heads import LinearHead, MLPHead
-from vcmr.scripts.evaluation import main as evaluation_main
-from vcmr.scripts.supervised import main as supervised_main
+from vcmr.scripts.evaluation import run as evaluation_main
+from vcmr.scripts.supervised import run as supervised_main
 from vcmr.trainers.supervised import (
     SupervisedConfig,
     SupervisedTagging,

@@ -60,7 +60,7 @@ def test_stage2_learns_the_planted_correspondence(tmp_path):
     common = [f"output.root={tmp_path}", "trainer.enable_progress_bar=false"]
     s1 = train_music(load_config(
         CONFIG_DIR / "mus_pretrain_demo.yaml",
-        [*common, f"data.root={dataset / 'audio'}", "trainer.max_epochs=1", "data.val_fraction=0.1"],
+        [*common, f"data.root={dataset / 'audio'}", "trainer.max_epochs=3", "data.val_fraction=0.1"],
         MusicPretrainConfig,
     ))
     s2 = train_video(load_config(
@@ -69,9 +69,10 @@ def test_stage2_learns_the_planted_correspondence(tmp_path):
         VideoPretrainConfig,
     ))
     m = s2["metrics"]
+    # R@1 and chance are k/N fractions logged as float32: compare with a rounding margin.
     chance = m["val/chance/R@1"]
-    assert m["val/a2v/R@1"] >= 5 * chance, m
-    assert m["val/v2a/R@1"] >= 5 * chance, m
+    assert m["val/a2v/R@1"] >= 5 * chance - 1e-6, m
+    assert m["val/v2a/R@1"] >= 5 * chance - 1e-6, m
     assert m["val/a2v/median_rank"] < m["val/chance/median_rank"] / 2, m
 
     before = probe_accuracy(s1["export"], dataset, sr, length, vcfg.data.val_fraction, "key")

@@ -19,6 +19,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from vcmr.data.loaders import build_loader
 from tqdm.auto import tqdm
 
 from vcmr.audio.io import AudioDecodeError, audio_info, load_audio
@@ -222,17 +224,7 @@ class AudioFolderDataModule(pl.LightningDataModule):
 
     def _loader(self, files: Sequence[AudioFile], train: bool) -> DataLoader:
         ds = AudioClipDataset(files, self.sample_rate, self.clip_length, random_offset=train)
-        workers = int(self.loader["num_workers"])
-        return DataLoader(
-            ds,
-            batch_size=int(self.loader["batch_size"]),
-            shuffle=train,
-            drop_last=train,
-            num_workers=workers,
-            pin_memory=bool(self.loader["pin_memory"]),
-            persistent_workers=bool(self.loader["persistent_workers"]) and workers > 0,
-            prefetch_factor=self.loader["prefetch_factor"] if workers > 0 else None,
-        )
+        return build_loader(ds, self.loader, train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_files, train=True)

@@ -28,6 +28,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vcmr.data.loaders import build_loader
+
 from vcmr.audio.io import audio_info, load_audio
 
 
@@ -195,17 +197,7 @@ class VideoMusicDataModule(pl.LightningDataModule):
         self._ready = True
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
-        workers = int(self.loader["num_workers"])
-        return DataLoader(
-            ds,
-            batch_size=int(self.loader["batch_size"]),
-            shuffle=train,
-            drop_last=train,
-            num_workers=workers,
-            pin_memory=bool(self.loader["pin_memory"]),
-            persistent_workers=bool(self.loader["persistent_workers"]) and workers > 0,
-            prefetch_factor=self.loader["prefetch_factor"] if workers > 0 else None,
-        )
+        return build_loader(ds, self.loader, train)
 
     def train_dataloader(self) -> DataLoader:
         ds = VideoMusicDataset(self.train_segments, self.sample_rate, self.audio_length, True)

@@ -17,7 +17,7 @@ from vcmr.data.tagging import DatasetFilesError
 DEFAULT_CONFIG = "evaluation.yaml"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def run(argv: Optional[Sequence[str]] = None) -> dict:
     """Parse ``[--config FILE] key=value ...`` and evaluate the checkpoint."""
     from vcmr.evaluation import EvaluationConfig, evaluate
 
@@ -34,5 +34,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     return result
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point: exit status 0 on success."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

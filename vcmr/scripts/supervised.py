@@ -19,7 +19,7 @@ from vcmr.data.tagging import DatasetFilesError
 DEFAULT_CONFIG = "supervised_demo.yaml"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def run(argv: Optional[Sequence[str]] = None) -> dict:
     """Parse ``[--config FILE] key=value ...``, train, print the scores."""
     from vcmr.trainers.supervised import SupervisedConfig, train
 
@@ -39,5 +39,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     return result
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point: exit status 0 on success."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
