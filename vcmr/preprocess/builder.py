@@ -27,7 +27,7 @@ import multiprocessing
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -349,26 +349,38 @@ def _run_jobs(
     limit = max(int(cfg.max_pending), int(cfg.num_workers))
     with cf.ProcessPoolExecutor(max_workers=int(cfg.num_workers), mp_context=ctx) as pool:
         while todo or pending:
+            suspects: List[VideoSource] = []
+            broken = False
             while todo and len(pending) < limit:
                 src = todo.pop()
-                pending[pool.submit(analyse, src, str(root), settings, downloader)] = src
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                src = pending.pop(fut)
                 try:
-                    yield fut.result()
+                    pending[pool.submit(analyse, src, str(root), settings, downloader)] = src
                 except cf.process.BrokenProcessPool:
-                    # A worker died (e.g. a decoder crash) and took the pool with it. Which
-                    # video did it is unknown: rerun each in-flight video alone, then go on
-                    # with the rest in a fresh pool.
-                    suspects = [src, *pending.values()]
-                    pending.clear()
-                    for sus in suspects:
-                        yield _run_isolated(sus, ctx, root, settings, downloader)
-                    yield from _run_jobs(todo[::-1], cfg, root, settings, downloader)
-                    return
-                except Exception as exc:  # e.g. a result that cannot be sent back
-                    yield Analysis(src.video_id, record=failed(src.video_id, "failed", f"worker error: {exc!r}"))
+                    # The pool broke between two submissions: this video never started.
+                    todo.append(src)
+                    broken = True
+                    break
+            if not broken:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    src = pending.pop(fut)
+                    try:
+                        yield fut.result()
+                    except cf.process.BrokenProcessPool:
+                        suspects.append(src)
+                        broken = True
+                    except Exception as exc:  # e.g. a result that cannot be sent back
+                        yield Analysis(src.video_id, record=failed(src.video_id, "failed", f"worker error: {exc!r}"))
+            if broken:
+                # A worker died (e.g. a decoder crash) and took the pool with it. Which
+                # video did it is unknown: rerun each in-flight video alone, then go on
+                # with the rest in a fresh pool.
+                suspects.extend(pending.values())
+                pending.clear()
+                for sus in suspects:
+                    yield _run_isolated(sus, ctx, root, settings, downloader)
+                yield from _run_jobs(todo[::-1], cfg, root, settings, downloader)
+                return
 
 
 def _run_isolated(src: VideoSource, ctx, root: Path, settings: JobSettings, downloader: Callable) -> Analysis:
