@@ -243,3 +243,19 @@ def parse_cli(argv: Optional[Sequence[str]], default_config: str) -> tuple[str, 
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args(argv)
     return args.config, list(args.overrides)
+
+
+def load_cli_config(argv: Optional[Sequence[str]], default_config: str, schema: Type) -> DictConfig:
+    """``parse_cli`` + ``load_config`` for an entry point.
+
+    A :class:`ConfigError` is printed as ``config error: ...`` on stderr and ends the
+    process with exit status 2, before any work starts.
+    """
+    import sys
+
+    path, overrides = parse_cli(argv, default_config)
+    try:
+        return load_config(path, overrides, schema=schema)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from vcmr.config import ConfigError, load_config, parse_cli
+from vcmr.config import load_cli_config
 from vcmr.data.tagging import DatasetFilesError
 
 DEFAULT_CONFIG = "evaluation.yaml"
@@ -21,11 +21,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     """Parse ``[--config FILE] key=value ...`` and evaluate the checkpoint."""
     from vcmr.evaluation import EvaluationConfig, evaluate
 
-    path, overrides = parse_cli(argv, DEFAULT_CONFIG)
-    try:
-        cfg = load_config(path, overrides, EvaluationConfig)
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
+    cfg = load_cli_config(argv, DEFAULT_CONFIG, EvaluationConfig)
     try:
         result = evaluate(cfg)
     except DatasetFilesError as exc:  # missing annotation files: the message says which and where from

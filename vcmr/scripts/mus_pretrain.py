@@ -10,18 +10,14 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from vcmr.config import CONFIG_DIR, ConfigError, load_config, parse_cli
+from vcmr.config import CONFIG_DIR, load_cli_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    path, overrides = parse_cli(argv, default_config=str(CONFIG_DIR / "mus_pretrain_demo.yaml"))
+    default = str(CONFIG_DIR / "mus_pretrain_demo.yaml")
     from vcmr.trainers.music import MusicPretrainConfig, train
 
-    try:
-        cfg = load_config(path, overrides, schema=MusicPretrainConfig)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_cli_config(argv, default, MusicPretrainConfig)
     result = train(cfg)
     from vcmr.trainers.common import rank_zero_print
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from vcmr.config import load_config, parse_cli
+from vcmr.config import load_cli_config
 from vcmr.preprocess.builder import PreprocessConfig, build
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    path, overrides = parse_cli(argv, "preprocess_demo.yaml")
-    cfg = load_config(path, overrides, schema=PreprocessConfig)
+    cfg = load_cli_config(argv, "preprocess_demo.yaml", PreprocessConfig)
     if cfg.demo.enabled:
         from vcmr.data.demo_videos import ensure_demo_dataset
 

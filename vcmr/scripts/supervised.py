@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from vcmr.config import ConfigError, load_config, parse_cli
+from vcmr.config import load_cli_config
 from vcmr.data.tagging import DatasetFilesError
 
 DEFAULT_CONFIG = "supervised_demo.yaml"
@@ -23,11 +23,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     """Parse ``[--config FILE] key=value ...``, train, print the scores."""
     from vcmr.trainers.supervised import SupervisedConfig, train
 
-    path, overrides = parse_cli(argv, DEFAULT_CONFIG)
-    try:
-        cfg = load_config(path, overrides, SupervisedConfig)
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
+    cfg = load_cli_config(argv, DEFAULT_CONFIG, SupervisedConfig)
     try:
         result = train(cfg)
     except DatasetFilesError as exc:  # missing annotation files: the message says which and where from

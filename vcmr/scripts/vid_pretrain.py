@@ -10,19 +10,15 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from vcmr.config import CONFIG_DIR, ConfigError, load_config, parse_cli
+from vcmr.config import CONFIG_DIR, load_cli_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    path, overrides = parse_cli(argv, default_config=str(CONFIG_DIR / "vid_pretrain_demo.yaml"))
+    default = str(CONFIG_DIR / "vid_pretrain_demo.yaml")
     from vcmr.trainers.common import rank_zero_print
     from vcmr.trainers.video import VideoPretrainConfig, train
 
-    try:
-        cfg = load_config(path, overrides, schema=VideoPretrainConfig)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_cli_config(argv, default, VideoPretrainConfig)
     result = train(cfg)
     m = result["metrics"]
     rank_zero_print("\nStage 2 finished. Validation retrieval (chance level in brackets):")
