@@ -80,4 +80,4 @@ def test_shipped_stage1_configs_validate():
     with pytest.raises(ConfigError, match=r"data\.root"):
         load_config(CONFIG_DIR / "mus_pretrain.yaml", schema=MusicPretrainConfig)
     full = load_config(CONFIG_DIR / "mus_pretrain.yaml", ["data.root=/x"], schema=MusicPretrainConfig)
-    assert full.model.encoder.args.input_length == 98415
+    assert full.model.audio_encoder.args.input_length == 98415

@@ -18,3 +18,14 @@ def save_encoder(path, module, name, args, extra=None):
     from vcmr.models.export import save_encoder as _save
 
     return _save(path, module, name, args, extra)
+
+
+def load_model(path):
+    """Load a joint music-video model (stage-2 export file, run folder or its ``export/`` folder).
+
+    Returns a :class:`vcmr.models.joint.MusicVideoModel` in eval mode with
+    ``encode_audio`` / ``encode_video``; no Lightning import.
+    """
+    from vcmr.models.export import load_model as _load
+
+    return _load(path)

@@ -103,6 +103,35 @@ class DataLoaderConfig:
 
 
 @dataclasses.dataclass
+class CheckpointConfig:
+    """The best-checkpoint callback: ``monitor`` (a logged metric), ``mode`` (min|max), file name pattern."""
+
+    monitor: str = MISSING
+    mode: str = MISSING
+    filename: str = MISSING
+    save_top_k: int = MISSING
+
+
+@dataclasses.dataclass
+class EarlyStoppingConfig:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` validations."""
+
+    monitor: str = MISSING
+    mode: str = MISSING
+    patience: int = MISSING
+    min_delta: float = MISSING
+
+
+@dataclasses.dataclass
+class CallbacksConfig:
+    """Training callbacks (``config/callbacks/default.yaml``); ``early_stopping: null`` disables it."""
+
+    checkpoint: CheckpointConfig = MISSING
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    lr_monitor: bool = MISSING
+
+
+@dataclasses.dataclass
 class OutputConfig:
     """Where a run writes: ``<root>/<name>/<version>/`` (version ``null``: next free ``version_N``)."""
 
@@ -259,3 +288,21 @@ def load_cli_config(argv: Optional[Sequence[str]], default_config: str, schema: 
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def with_values(cfg: DictConfig, values: Dict[str, Any]) -> DictConfig:
+    """A read-only copy of ``cfg`` with dotted keys set, e.g. ``{"data.root": "/data/x"}``.
+
+    Keys must exist in ``cfg`` (a typo raises :class:`ConfigError` naming it).
+    """
+    out = OmegaConf.merge(cfg, {})
+    OmegaConf.set_readonly(out, False)
+    for key, value in values.items():
+        if OmegaConf.select(out, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"with_values: unknown key '{key}'")
+        OmegaConf.update(out, key, value, merge=False)
+    OmegaConf.set_readonly(out, True)
+    return out
+
+
+_ABSENT = object()

@@ -1,4 +1,4 @@
-"""Small helpers shared by every layer: atomic file writes, cache folder, seeding."""
+"""Small helpers shared by every layer: atomic file writes, cache folder, rank-0 printing."""
 
 from __future__ import annotations
 
@@ -56,3 +56,17 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
+
+def is_rank_zero() -> bool:
+    """True on the process that should print and write shared files (global rank 0)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var]) == 0
+    return True
+
+
+def rank_zero_print(*args: object) -> None:
+    """``print`` on global rank 0 only."""
+    if is_rank_zero():
+        print(*args, flush=True)

@@ -4,7 +4,7 @@ import torch
 
 from vcmr.audio.io import save_audio
 from vcmr.data.audio_folder import AudioClipDataset, AudioFolderDataModule, index_folder, split_of
-from vcmr.data.demo_music import ensure_demo_music
+from vcmr.demo.music import ensure_demo_music
 
 SR = 8000
 

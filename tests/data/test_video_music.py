@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from vcmr.data.video_music import VideoMusicDataModule, VideoMusicDataset, feature_rows, index_dataset, video_split
-from vcmr.preprocess.manifest import VideoRecord, write_manifest
+from vcmr.data.manifest import VideoRecord, write_manifest
 
 SR = 1000          # small rate keeps the fixture tiny; the rule is rate-independent
 SEG_S = 5          # seconds per segment

@@ -13,7 +13,7 @@ from vcmr.audio.io import load_audio
 from vcmr.config import ConfigError
 from vcmr.preprocess import builder
 from vcmr.preprocess.builder import average_per_second, build, parse_shard, shard_of
-from vcmr.preprocess.manifest import COLUMNS, ManifestError, read_manifest
+from vcmr.data.manifest import COLUMNS, ManifestError, read_manifest
 from vcmr.utils import atomic_path
 from vcmr.video.encoders import build_frame_encoder
 from vcmr.video.frames import FrameGrid, iter_samples

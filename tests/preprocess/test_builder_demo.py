@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from vcmr.config import load_config
-from vcmr.data.demo_videos import (
+from vcmr.demo.videos import (
     DemoVideoSettings,
     draw_frames,
     ensure_demo_dataset,
     make_demo_videos,
     read_specs,
 )
-from vcmr.data.synth import SongSpec
+from vcmr.demo.synth import SongSpec
 from vcmr.preprocess.builder import PreprocessConfig
-from vcmr.preprocess.manifest import read_manifest
+from vcmr.data.manifest import read_manifest
 from vcmr.video.frames import FrameGrid, iter_samples
 from vcmr.video.probe import probe
 

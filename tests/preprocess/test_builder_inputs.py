@@ -19,7 +19,7 @@ from vcmr.preprocess.download import (
     scan_folder,
     youtube_id,
 )
-from vcmr.preprocess.manifest import read_manifest
+from vcmr.data.manifest import read_manifest
 
 COLORS = [0, 1, 1, 2, 2, 2, 3, 3]
 REPO = Path(__file__).resolve().parents[2]

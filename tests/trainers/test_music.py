@@ -14,7 +14,7 @@ import torch
 from vcmr import load_encoder
 from vcmr.audio.io import save_audio
 from vcmr.config import CONFIG_DIR, load_config
-from vcmr.data.synth import random_spec, render
+from vcmr.demo.synth import random_spec, render
 from vcmr.trainers.music import MusicPretrainConfig, train, view_match_accuracy
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import vcmr
 from vcmr.config import CONFIG_DIR, load_config, to_container
 from vcmr.models.export import load_encoder_with_meta
+from vcmr.models.joint import MusicVideoModel
 from vcmr.trainers.video import VideoMusicModule, VideoPretrainConfig, build_module_from_config, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,9 +30,9 @@ def cfg_for(dataset, out, *extra):
 
 
 def test_module_assigns_encoders_before_use_and_freezes_blocks(dataset, tmp_path):
-    module, name, args = build_module_from_config(cfg_for(dataset, tmp_path))
-    assert isinstance(module, VideoMusicModule) and name == "samplecnn"
-    enc = module.audio_encoder
+    module = build_module_from_config(cfg_for(dataset, tmp_path))
+    assert isinstance(module, VideoMusicModule) and module.model.spec["audio_encoder"]["name"] == "samplecnn"
+    enc = module.model.audio_encoder
     assert all(not p.requires_grad for b in list(enc.blocks)[:2] for p in b.parameters())
     assert all(p.requires_grad for p in enc.blocks[2].parameters())
     out = module(torch.randn(3, 1, 729), torch.randn(3, 1, 8))
@@ -39,7 +41,7 @@ def test_module_assigns_encoders_before_use_and_freezes_blocks(dataset, tmp_path
 
 def test_optimizer_uses_configured_learning_rate(dataset, tmp_path):
     cfg = cfg_for(dataset, tmp_path, "optim.lr=0.0123", "optim.warmup_steps=0", "optim.schedule=constant")
-    module, _, _ = build_module_from_config(cfg)
+    module = build_module_from_config(cfg)
 
     class FakeTrainer:
         estimated_stepping_batches = 10
@@ -47,7 +49,7 @@ def test_optimizer_uses_configured_learning_rate(dataset, tmp_path):
     module.trainer = FakeTrainer()  # type: ignore[assignment]
     conf = module.configure_optimizers()
     assert conf["optimizer"].param_groups[0]["lr"] == pytest.approx(0.0123)
-    frozen = {id(p) for b in list(module.audio_encoder.blocks)[:2] for p in b.parameters()}
+    frozen = {id(p) for b in list(module.model.audio_encoder.blocks)[:2] for p in b.parameters()}
     assert not frozen & {id(p) for g in conf["optimizer"].param_groups for p in g["params"]}
 
 
@@ -61,19 +63,22 @@ def test_train_exports_match_the_trained_module(dataset, tmp_path):
         assert result["metrics"]["val/chance/R@1"] == pytest.approx(1 / n_val)
     run = Path(result["run_dir"])
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    module, _, _ = build_module_from_config(cfg_for(dataset, tmp_path))
+    module = build_module_from_config(cfg_for(dataset, tmp_path))
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
     enc, meta = load_encoder_with_meta(result["exports"]["audio_encoder"])
     assert meta["stage"] == "video_pretrain" and meta["sample_rate"] == 16000
-    proj_a, _ = load_encoder_with_meta(result["exports"]["audio_projection"])
-    venc, _ = load_encoder_with_meta(result["exports"]["video_encoder"])
-    proj_v, _ = load_encoder_with_meta(result["exports"]["video_projection"])
+    model = vcmr.load_model(result["exports"]["model"])
+    assert isinstance(model, MusicVideoModel) and not model.training
+    assert model.meta["sample_rate"] == 16000 and model.meta["stage"] == "video_pretrain"
+    assert vcmr.load_model(run).meta["path"] == result["exports"]["model"]  # a run folder works too
     x, v = torch.randn(4, 1, 729), torch.randn(4, 3, 8)
     with torch.no_grad():
-        torch.testing.assert_close(enc(x), module.audio_encoder(x))
-        torch.testing.assert_close(proj_a(enc(x)), module.encode_audio(x, normalize=False))
-        torch.testing.assert_close(proj_v(venc(v)), module.encode_video(v, normalize=False))
+        torch.testing.assert_close(enc(x), module.model.audio_encoder(x))
+        for normalize in (False, True):
+            torch.testing.assert_close(model.encode_audio(x, normalize), module.model.encode_audio(x, normalize))
+            torch.testing.assert_close(model.encode_video(v, normalize), module.model.encode_video(v, normalize))
+        torch.testing.assert_close(model.encode_audio(x, False), model.audio_projector(enc(x)))
 
 
 def test_audio_init_from_stage1_export_and_length_check(dataset, tmp_path):
@@ -84,8 +89,8 @@ def test_audio_init_from_stage1_export_and_length_check(dataset, tmp_path):
     args = to_container(cfg.model.audio_encoder.args)
     src = build_module("samplecnn", args)
     path = save_encoder(tmp_path / "s1.safetensors", src, "samplecnn", args, {"sample_rate": 16000})
-    module, _, _ = build_module_from_config(cfg_for(dataset, tmp_path, f"model.audio_init={path}"))
-    for a, b in zip(module.audio_encoder.state_dict().values(), src.state_dict().values()):
+    module = build_module_from_config(cfg_for(dataset, tmp_path, f"model.audio_init={path}"))
+    for a, b in zip(module.model.audio_encoder.state_dict().values(), src.state_dict().values()):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="trained at 16000 Hz but data.sample_rate=22050"):
         build_module_from_config(cfg_for(dataset, tmp_path, f"model.audio_init={path}", "data.sample_rate=22050"))
@@ -102,8 +107,8 @@ def test_transformer_video_encoder_and_music_term(dataset, tmp_path):
     )
     result = train(cfg)
     assert "train/loss_music_epoch" in result["metrics"] or "train/loss_music" in result["metrics"]
-    venc, meta = load_encoder_with_meta(result["exports"]["video_encoder"])
-    assert meta["name"] == "transformer" and meta["args"]["d_model"] == 16
+    model = vcmr.load_model(result["exports"]["model"])
+    assert model.spec["video_encoder"]["name"] == "transformer" and model.spec["video_encoder"]["args"]["d_model"] == 16
 
 
 def test_unknown_video_encoder_names_the_key(dataset, tmp_path):
@@ -123,3 +128,18 @@ def test_ddp_two_cpu_ranks(dataset, tmp_path):
     assert "a2v R@1" in proc.stdout
     runs = list((tmp_path / "tiny2").glob("version_*"))
     assert len(runs) == 1 and (runs[0] / "export" / "audio_encoder.safetensors").is_file()
+    assert (runs[0] / "export" / "model.safetensors").is_file()
+
+
+def test_load_model_needs_no_lightning(dataset, tmp_path):
+    result = train(cfg_for(dataset, tmp_path, "trainer.max_epochs=1"))
+    code = (
+        "import sys, torch, vcmr\n"
+        f"m = vcmr.load_model({str(result['exports']['model'])!r})\n"
+        "z = m.encode_audio(torch.randn(2, 1, m.input_length))\n"
+        "assert z.shape == (2, m.embed_dim)\n"
+        "print('lightning' in ' '.join(sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

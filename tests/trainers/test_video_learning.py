@@ -17,7 +17,7 @@ import torch
 
 from vcmr import load_encoder
 from vcmr.config import CONFIG_DIR, load_config
-from vcmr.data.demo_videos import ensure_demo_dataset
+from vcmr.demo.videos import ensure_demo_dataset
 from vcmr.data.video_music import VideoMusicDataset, index_dataset, video_split
 from vcmr.trainers.music import MusicPretrainConfig
 from vcmr.trainers.music import train as train_music

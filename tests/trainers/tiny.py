@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import List
 
 TINY_ENCODER = [
-    "model.encoder.args.input_length=729",
-    "model.encoder.args.first_block={out_channels: 8, kernel_size: 3}",
-    "model.encoder.args.n_blocks=5",
-    "model.encoder.args.channels=[8, 8, 16, 16, 16]",
-    "model.encoder.args.last_block={out_channels: 16, kernel_size: 1}",
+    "model.audio_encoder.args.input_length=729",
+    "model.audio_encoder.args.first_block={out_channels: 8, kernel_size: 3}",
+    "model.audio_encoder.args.n_blocks=5",
+    "model.audio_encoder.args.channels=[8, 8, 16, 16, 16]",
+    "model.audio_encoder.args.last_block={out_channels: 16, kernel_size: 1}",
 ]
 
 
@@ -59,7 +59,7 @@ def make_builder_output(root: Path, n_videos: int = 12, sample_rate: int = 16000
     import numpy as np
 
     from vcmr.audio.io import save_audio
-    from vcmr.preprocess.manifest import VideoRecord, write_manifest
+    from vcmr.data.manifest import VideoRecord, write_manifest
 
     rng = np.random.default_rng(seed)
     records = []
@@ -97,7 +97,7 @@ def stage2_overrides(data_root: Path, out_root: Path, dim: int = 8, extra: List[
         "data.loader.persistent_workers=false",
         "data.loader.prefetch_factor=null",
         "model.audio_init=none",
-        *[o.replace("model.encoder.", "model.audio_encoder.") for o in TINY_ENCODER],
+        *TINY_ENCODER,
         "model.freeze_blocks=2",
         f"model.video_encoders.lstm.input_dim={dim}",
         "model.video_encoders.lstm.hidden_dim=8",

@@ -121,7 +121,7 @@ def index_dataset(
         FileNotFoundError / ValueError naming the folder or file when the manifest or
         an output it lists is missing or inconsistent.
     """
-    from vcmr.preprocess.manifest import read_manifest
+    from vcmr.data.manifest import read_manifest
 
     root = Path(root)
     records = read_manifest(root)

@@ -1,7 +1,7 @@
 """The built-in demo music dataset: procedurally generated songs, no download.
 
 Written on first use under ``vcmr.utils.cache_dir()``; a ``songs.jsonl`` file lists each
-song's :class:`~vcmr.data.synth.SongSpec`, and a ``.complete`` marker (written last)
+song's :class:`~vcmr.demo.synth.SongSpec`, and a ``.complete`` marker (written last)
 tells later runs that the folder can be reused as is. Two deliberately unusable files
 (an empty file and one that is not audio) are included so that the demo shows how a
 folder with broken files is handled.
@@ -15,11 +15,14 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from omegaconf import DictConfig
+
 import numpy as np
 from tqdm.auto import tqdm
 
 from vcmr.audio.io import save_audio
-from vcmr.data.synth import SYNTH_VERSION, random_spec, render
+from vcmr.demo.synth import SYNTH_VERSION, random_spec, render
+from vcmr.config import with_values
 from vcmr.utils import atomic_write_bytes, atomic_write_text, cache_dir
 
 BROKEN_FILES = {"broken/empty.wav": b"", "broken/not_audio.mp3": b"this is not an mp3 file\n" * 40}
@@ -65,3 +68,15 @@ def ensure_demo_music(
     atomic_write_text(folder / "songs.jsonl", "\n".join(rows) + "\n")
     atomic_write_text(marker, "ok\n")
     return folder
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """A stage-1 config whose ``data.root`` is ``demo``, with it replaced by the generated demo songs.
+
+    Uses the ``demo`` block (``n_songs``, ``song_seconds``) and ``data.sample_rate``. Any
+    other config is returned unchanged.
+    """
+    if cfg.data.root != "demo":
+        return cfg
+    folder = ensure_demo_music(int(cfg.demo.n_songs), float(cfg.demo.song_seconds), int(cfg.data.sample_rate))
+    return with_values(cfg, {"data.root": str(folder)})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, Sequence
 
 from vcmr.config import CONFIG_DIR, load_config
-from vcmr.trainers.common import rank_zero_print
+from vcmr.utils import rank_zero_print
 
 
 def run_demo(output_root: str = "runs/demo", stage3_mode: str = "mlp", extra: Sequence[str] = ()) -> Dict[str, Any]:
@@ -21,6 +21,7 @@ def run_demo(output_root: str = "runs/demo", stage3_mode: str = "mlp", extra: Se
         stage3_mode: ``linear``, ``mlp`` or ``finetune`` for the tagging stage.
         extra: overrides applied to every stage (keys they all share, e.g. ``trainer.max_epochs=1``).
     """
+    from vcmr.demo import music, videos
     from vcmr.trainers.music import MusicPretrainConfig
     from vcmr.trainers.music import train as train_music
     from vcmr.trainers.supervised import SupervisedConfig
@@ -31,13 +32,13 @@ def run_demo(output_root: str = "runs/demo", stage3_mode: str = "mlp", extra: Se
     common = [f"output.root={output_root}", *extra]
     rank_zero_print("=== Stage 1: contrastive music pretraining on generated songs ===")
     cfg1 = load_config(CONFIG_DIR / "mus_pretrain_demo.yaml", common, MusicPretrainConfig)
-    r1 = train_music(cfg1)
+    r1 = train_music(music.prepare(cfg1))
 
     rank_zero_print("\n=== Dataset builder + stage 2: video-conditioned pretraining ===")
     cfg2 = load_config(
         CONFIG_DIR / "vid_pretrain_demo.yaml", [*common, f"model.audio_init={r1['export']}"], VideoPretrainConfig
     )
-    r2 = train_video(cfg2)
+    r2 = train_video(videos.prepare(cfg2))
 
     rank_zero_print("\n=== Stage 3: tagging with the stage-2 encoder ===")
     cfg3 = load_config(

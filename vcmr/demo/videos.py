@@ -1,6 +1,6 @@
 """Demo music videos: real mp4 files (h264 + AAC) whose picture follows their music.
 
-Each video renders a :class:`~vcmr.data.synth.SongSpec` with :func:`vcmr.data.synth.render`
+Each video renders a :class:`~vcmr.demo.synth.SongSpec` with :func:`vcmr.demo.synth.render`
 and draws frames whose look is tied to the planted attributes, strongly enough for a tiny
 random CLIP to pick up:
 
@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
+from omegaconf import DictConfig
 
-from vcmr.data.synth import DRUM_PATTERNS, TIMBRES, SongSpec, random_spec, render
+from vcmr.config import with_values
+from vcmr.demo.synth import DRUM_PATTERNS, TIMBRES, SongSpec, random_spec, render
 from vcmr.utils import atomic_path, atomic_write_text, cache_dir
 from vcmr.video.writer import write_video
 
@@ -158,7 +160,7 @@ def read_specs(path: str | os.PathLike) -> Dict[str, Dict[str, Any]]:
     if path.is_dir():
         path = path / SPECS_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: demo specs not found (written by vcmr.data.demo_videos)")
+        raise FileNotFoundError(f"{path}: demo specs not found (written by vcmr.demo.videos)")
     out = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -253,7 +255,7 @@ def ensure_demo_dataset(cfg_overrides: Sequence[str] | Any = (), config: str = "
         ``features/``, and ``specs.jsonl`` (the planted attributes per video id).
         A complete earlier build is reused as is.
     """
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
     from vcmr.config import load_config
     from vcmr.preprocess.builder import PreprocessConfig, build
@@ -294,7 +296,20 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def prepare(cfg: DictConfig) -> DictConfig:
+    """A stage-2 config whose ``data.root`` is ``demo``, with it replaced by the demo music-video dataset.
+
+    The dataset is built (or reused) by :func:`ensure_demo_dataset` with the ``demo`` block's
+    ``cfg_overrides``. Any other config is returned unchanged.
+    """
+    if cfg.data.root != "demo":
+        return cfg
+    root = ensure_demo_dataset(list(cfg.demo.get("cfg_overrides", [])))
+    return with_values(cfg, {"data.root": str(root)})
+
+
 __all__ = [
+    "prepare",
     "DemoVideoSettings", "draw_frames", "write_demo_video", "make_demo_videos", "read_specs",
     "ensure_demo_dataset", "TIMBRES", "SPECS_NAME",
 ]

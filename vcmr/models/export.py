@@ -188,3 +188,78 @@ def load_encoder_with_meta(
 def load_encoder(path: str | os.PathLike, pool_size: int = 3, strict: bool = True) -> nn.Module:
     """Load a music encoder from any accepted layout (see module docstring). Eval mode."""
     return load_encoder_with_meta(path, pool_size=pool_size, strict=strict)[0]
+
+
+# --------------------------------------------------------------------------------------
+# The joint music-video model: one file
+# --------------------------------------------------------------------------------------
+
+MODEL_FORMAT = "music_video_model/1"
+#: File name of the joint model inside a run's ``export/`` folder.
+MODEL_FILE = "model.safetensors"
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Export a :class:`~vcmr.models.joint.MusicVideoModel` (weights + its spec) to one ``.safetensors`` file.
+
+    ``extra`` (JSON-serialisable) records what a user of the model needs besides the
+    weights: ``sample_rate``, the ``frame_encoder`` the video features came from, ...
+    The write is atomic.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: model exports use the .safetensors extension")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"vcmr_format": MODEL_FORMAT, "spec": json.dumps(model.spec), "extra": json.dumps(dict(extra or {}))}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def find_model_file(path: str | os.PathLike) -> Path:
+    """A joint-model export file, or the ``export/model.safetensors`` of a run folder or export folder."""
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / MODEL_FILE, p / "export" / MODEL_FILE):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"{p}: no {MODEL_FILE} in it or in its export/ folder (is it a stage-2 run folder?)")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: model file not found")
+    return p
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """Load a joint model exported by stage 2 (a file, a run folder or its ``export/`` folder).
+
+    Returns:
+        The :class:`~vcmr.models.joint.MusicVideoModel` in eval mode; ``model.meta`` holds
+        the export's ``extra`` entries plus ``path``.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from vcmr.models.joint import build_joint_model
+
+    file = find_model_file(path)
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(file))
+    except Exception as exc:
+        raise CheckpointError(f"{file}: not a readable safetensors file: {exc}") from exc
+    if meta.get("vcmr_format") != MODEL_FORMAT:
+        found = meta.get("vcmr_format", "no vcmr_format entry")
+        raise CheckpointError(
+            f"{file}: not a joint music-video model export ({found}); "
+            "audio-encoder files load with vcmr.load_encoder"
+        )
+    model = build_joint_model(json.loads(meta["spec"]))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{file}: weights do not match the model spec it records: {exc}") from exc
+    model.meta = {**json.loads(meta.get("extra", "{}")), "path": str(file)}
+    return model.eval()

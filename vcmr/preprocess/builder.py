@@ -41,7 +41,7 @@ from vcmr.preprocess.download import (
     require_yt_dlp,
     yt_dlp_download,
 )
-from vcmr.preprocess.manifest import (
+from vcmr.data.manifest import (
     MANIFEST_NAME,
     VideoRecord,
     failed,
@@ -116,7 +116,7 @@ class DownloadConfig:
 
 @dataclasses.dataclass
 class DemoConfig:
-    """Generated demo music videos (see :mod:`vcmr.data.demo_videos`)."""
+    """Generated demo music videos (see :mod:`vcmr.demo.videos`)."""
 
     enabled: bool = MISSING
     name: str = MISSING

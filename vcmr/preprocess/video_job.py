@@ -26,7 +26,7 @@ import numpy as np
 
 from vcmr.audio.io import AudioDecodeError, load_audio, save_audio
 from vcmr.preprocess.download import DownloadError, DownloadSettings, VideoSource
-from vcmr.preprocess.manifest import VideoRecord, failed
+from vcmr.data.manifest import VideoRecord, failed
 from vcmr.video.frames import FrameGrid, iter_samples
 from vcmr.video.probe import MediaError, MediaInfo, probe
 from vcmr.video.scenes import SceneTracker

@@ -17,7 +17,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--stage3-mode", default="mlp", choices=["linear", "mlp", "finetune"])
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every stage")
     args = parser.parse_args(argv)
-    from vcmr.pipeline import run_demo
+    from vcmr.demo.pipeline import run_demo
 
     run_demo(args.output, args.stage3_mode, args.overrides)
     return 0

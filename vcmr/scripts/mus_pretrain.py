@@ -15,11 +15,12 @@ from vcmr.config import CONFIG_DIR, load_cli_config
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     default = str(CONFIG_DIR / "mus_pretrain_demo.yaml")
+    from vcmr.demo.music import prepare
     from vcmr.trainers.music import MusicPretrainConfig, train
+    from vcmr.utils import rank_zero_print
 
     cfg = load_cli_config(argv, default, MusicPretrainConfig)
-    result = train(cfg)
-    from vcmr.trainers.common import rank_zero_print
+    result = train(prepare(cfg))
 
     rank_zero_print("\nStage 1 finished.")
     for key in ("val/loss", "val/view_top1"):

@@ -19,7 +19,7 @@ from vcmr.preprocess.builder import PreprocessConfig, build
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = load_cli_config(argv, "preprocess_demo.yaml", PreprocessConfig)
     if cfg.demo.enabled:
-        from vcmr.data.demo_videos import ensure_demo_dataset
+        from vcmr.demo.videos import ensure_demo_dataset
 
         root = ensure_demo_dataset(cfg)
         print(f"demo music-video dataset: {root} (manifest: {root / 'manifest.csv'})")

@@ -15,11 +15,12 @@ from vcmr.config import CONFIG_DIR, load_cli_config
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     default = str(CONFIG_DIR / "vid_pretrain_demo.yaml")
-    from vcmr.trainers.common import rank_zero_print
+    from vcmr.demo.videos import prepare
     from vcmr.trainers.video import VideoPretrainConfig, train
+    from vcmr.utils import rank_zero_print
 
     cfg = load_cli_config(argv, default, VideoPretrainConfig)
-    result = train(cfg)
+    result = train(prepare(cfg))
     m = result["metrics"]
     rank_zero_print("\nStage 2 finished. Validation retrieval (chance level in brackets):")
     for d in ("a2v", "v2a"):

@@ -1,34 +1,35 @@
-"""Pieces every training stage shares: run folders, loggers, the Lightning Trainer."""
+"""The training skeleton every stage shares.
+
+* run folders (``<root>/<name>/version_N``), the resolved config saved in each, ``resume``;
+* loggers and callbacks built from config (registries, no branching on names);
+* :class:`StageModule`: a LightningModule base that wires optimizer + schedule from the
+  ``optim`` block, draws a per-rank generator for training-time randomness and routes
+  train/val/test batches to one ``_step``;
+* :func:`fit`: seed -> Trainer -> ``fit``; the stage files only say what is special.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 
 from vcmr.config import save_config, to_container
+from vcmr.trainers.optim import build_optimizer, build_scheduler
+from vcmr.utils import is_rank_zero, rank_zero_print
 
-log = logging.getLogger("vcmr")
-
-
-def is_rank_zero() -> bool:
-    """True on the process that should print and write shared files."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if var in os.environ:
-            return int(os.environ[var]) == 0
-    return True
-
-
-def rank_zero_print(*args: Any) -> None:
-    """``print`` on global rank 0 only."""
-    if is_rank_zero():
-        print(*args, flush=True)
 
 
 def resolve_run_dir(output: Mapping[str, Any], resume: Optional[str]) -> Path:
@@ -70,50 +71,57 @@ def resolve_ckpt_path(resume: Optional[str], run_dir: Path) -> Optional[str]:
     return resume
 
 
+def _tensorboard(cfg: Mapping[str, Any], run_dir: Path) -> Any:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+
+
+def _csv(cfg: Mapping[str, Any], run_dir: Path) -> Any:
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+
+
+def _wandb(cfg: Mapping[str, Any], run_dir: Path) -> Any:
+    try:
+        import wandb  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("logger.name=wandb needs the wandb package: pip install 'vcmr[wandb]'") from exc
+    from pytorch_lightning.loggers import WandbLogger
+
+    return WandbLogger(project=str(cfg["project"]), save_dir=str(run_dir), name=run_dir.parent.name)
+
+
+#: ``logger.name`` -> factory(logger block, run folder); ``none`` logs nothing.
+LOGGERS: Dict[str, Callable[[Mapping[str, Any], Path], Any]] = {
+    "tensorboard": _tensorboard,
+    "csv": _csv,
+    "wandb": _wandb,  # honours WANDB_MODE=offline
+    "none": lambda cfg, run_dir: False,
+}
+
+
 def build_logger(cfg: Mapping[str, Any], run_dir: Path) -> Any:
-    """``logger.name``: ``tensorboard`` (default), ``wandb`` (honours ``WANDB_MODE=offline``), ``csv`` or ``none``."""
+    """The logger ``LOGGERS[logger.name]`` writing under ``run_dir``."""
     name = str(cfg["name"]).lower()
-    if name == "none":
-        return False
-    if name == "tensorboard":
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-    if name == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
-    if name == "wandb":
-        try:
-            import wandb  # noqa: F401
-        except ImportError as exc:
-            raise ImportError("logger.name=wandb needs the wandb package: pip install 'vcmr[wandb]'") from exc
-        from pytorch_lightning.loggers import WandbLogger
-
-        return WandbLogger(project=str(cfg["project"]), save_dir=str(run_dir), name=run_dir.parent.name)
-    raise ValueError(f"logger.name: unknown logger '{cfg['name']}' (tensorboard, wandb, csv or none)")
+    if name not in LOGGERS:
+        raise ValueError(f"logger.name: unknown logger '{cfg['name']}' (choose from {sorted(LOGGERS)})")
+    return LOGGERS[name](cfg, run_dir)
 
 
-def build_trainer(
-    cfg: DictConfig,
-    run_dir: Path,
-    monitor: str,
-    mode: str,
-    extra_callbacks: Optional[List[Callback]] = None,
-) -> pl.Trainer:
-    """A Trainer from ``cfg.trainer`` writing checkpoints to ``<run_dir>/checkpoints``.
-
-    Keeps ``last.ckpt`` (for ``resume=last``, rewritten every epoch) and the best
-    checkpoint by ``monitor``.
-    """
-    t = to_container(cfg.trainer)
+def build_callbacks(cfg: Mapping[str, Any], run_dir: Path, with_logger: bool, progress_bar: bool) -> List[Callback]:
+    """Callbacks from the ``callbacks`` block: best checkpoint by ``checkpoint.monitor``, an
+    always-current ``last.ckpt`` (for ``resume=last``), optional early stopping, the
+    learning-rate monitor (when a logger is set) and the progress bar."""
+    ck = cfg["checkpoint"]
     callbacks: List[Callback] = [
         ModelCheckpoint(
             dirpath=str(run_dir / "checkpoints"),
-            filename="best-{epoch:03d}-{step}",
-            monitor=monitor,
-            mode=mode,
-            save_top_k=1,
+            filename=str(ck["filename"]),
+            monitor=str(ck["monitor"]),
+            mode=str(ck["mode"]),
+            save_top_k=int(ck["save_top_k"]),
         ),
         # A separate unmonitored callback keeps last.ckpt current every epoch (the
         # monitored one only refreshes "last" when the best checkpoint changes).
@@ -122,33 +130,31 @@ def build_trainer(
             enable_version_counter=False,
         ),
     ]
-    logger = build_logger(cfg.logger, run_dir)
-    if logger:
+    es = cfg.get("early_stopping")
+    if es is not None:
+        callbacks.append(
+            EarlyStopping(monitor=str(es["monitor"]), mode=str(es["mode"]), patience=int(es["patience"]),
+                          min_delta=float(es["min_delta"]))
+        )
+    if with_logger and cfg["lr_monitor"]:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if t["enable_progress_bar"]:
+    if progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
-    callbacks.extend(extra_callbacks or [])
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> pl.Trainer:
+    """A Trainer from ``cfg.trainer``, ``cfg.logger`` and ``cfg.callbacks``, writing into ``run_dir``."""
+    t = to_container(cfg.trainer)
+    logger = build_logger(cfg.logger, run_dir)
+    callbacks = build_callbacks(to_container(cfg.callbacks), run_dir, bool(logger), bool(t["enable_progress_bar"]))
+    callbacks.extend(extra_callbacks)
     return pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=callbacks,
-        accelerator=t["accelerator"],
-        devices=t["devices"],
-        num_nodes=t["num_nodes"],
-        strategy=t["strategy"],
-        precision=t["precision"],
-        max_epochs=t["max_epochs"],
-        max_steps=t["max_steps"],
-        accumulate_grad_batches=t["accumulate_grad_batches"],
-        gradient_clip_val=t["gradient_clip_val"],
-        log_every_n_steps=t["log_every_n_steps"],
-        check_val_every_n_epoch=t["check_val_every_n_epoch"],
-        limit_train_batches=t["limit_train_batches"],
-        limit_val_batches=t["limit_val_batches"],
-        num_sanity_val_steps=t["num_sanity_val_steps"],
-        deterministic=t["deterministic"],
-        enable_progress_bar=t["enable_progress_bar"],
         enable_model_summary=False,
+        **t,
     )
 
 
@@ -160,3 +166,79 @@ def prepare_run(cfg: DictConfig, resume: Optional[str]) -> tuple[Path, Optional[
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     return run_dir, resolve_ckpt_path(resume, run_dir)
+
+
+class StageModule(pl.LightningModule):
+    """Base of the stage LightningModules: optimizer wiring, per-rank randomness, one ``_step``.
+
+    Args:
+        optim: the ``optim`` config block (:class:`~vcmr.config.OptimConfig` values).
+        seed: base seed; training-time draws (augmentations) use a generator seeded
+            differently on every rank, so ranks do not repeat each other's draws.
+    """
+
+    def __init__(self, optim: Mapping[str, Any], seed: int) -> None:
+        super().__init__()
+        self.optim_cfg = dict(optim)
+        self.seed = int(seed)
+        self.train_generator: Optional[torch.Generator] = None
+
+    def on_train_start(self) -> None:  # noqa: D102
+        self.train_generator = torch.Generator().manual_seed(self.seed + 1_000_003 * (self.global_rank + 1))
+
+    def _step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
+        """One batch of ``stage`` (``train``, ``val`` or ``test``); returns the loss."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # noqa: D102
+        return self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # noqa: D102
+        return self._step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # noqa: D102
+        return self._step(batch, batch_idx, "test")
+
+    def param_groups(self) -> List[Dict[str, Any]]:
+        """Optimizer parameter groups; by default one group of every trainable parameter."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self) -> Any:  # noqa: D102
+        opt = build_optimizer(self.param_groups(), self.optim_cfg)
+        total = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, self.optim_cfg, total)}
+
+
+def seed_run(cfg: DictConfig) -> None:
+    """Seed Python, NumPy and torch (and DataLoader workers) from ``cfg.seed``."""
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+
+def start_run(cfg: DictConfig) -> tuple[Path, Optional[str]]:
+    """:func:`seed_run`, then :func:`prepare_run` (run folder, saved config, resume path)."""
+    seed_run(cfg)
+    return prepare_run(cfg, cfg.resume)
+
+
+def fit(
+    cfg: DictConfig,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    run_dir: Path,
+    ckpt_path: Optional[str],
+    extra_callbacks: Sequence[Callback] = (),
+) -> pl.Trainer:
+    """Build the Trainer of ``cfg`` and fit ``module`` on ``datamodule``; returns the Trainer."""
+    trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer
+
+
+def final_metrics(trainer: pl.Trainer) -> Dict[str, float]:
+    """The last logged value of every metric, as floats."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def best_checkpoint(trainer: pl.Trainer) -> Optional[str]:
+    """Path of the best checkpoint by the monitored metric (``None`` if none was written)."""
+    return getattr(trainer.checkpoint_callback, "best_model_path", "") or None

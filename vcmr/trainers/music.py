@@ -12,13 +12,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from vcmr.audio.augment import AugmentConfig, build_augmentation
 from vcmr.config import (
+    CallbacksConfig,
     ComponentConfig,
     DataLoaderConfig,
     LoggerConfig,
@@ -28,13 +28,12 @@ from vcmr.config import (
     to_container,
 )
 from vcmr.data.audio_folder import AudioFolderDataModule
-from vcmr.data.demo_music import ensure_demo_music
 from vcmr.losses import NTXentLoss
-from vcmr.models import build_module
+from vcmr.models.build import build_component, component_spec
 from vcmr.models.export import save_encoder
 from vcmr.models.projection import ProjectionHead
-from vcmr.trainers.common import build_trainer, prepare_run, rank_zero_print
-from vcmr.trainers.optim import build_optimizer, build_scheduler
+from vcmr.trainers.base import StageModule, best_checkpoint, final_metrics, fit, prepare_run, seed_run
+from vcmr.utils import rank_zero_print
 
 
 @dataclasses.dataclass
@@ -63,7 +62,7 @@ class ProjectionConfig:
 
 @dataclasses.dataclass
 class MusicModelConfig:
-    encoder: ComponentConfig = MISSING
+    audio_encoder: ComponentConfig = MISSING
     projection: ProjectionConfig = MISSING
 
 
@@ -86,6 +85,7 @@ class MusicPretrainConfig:
     augment: AugmentConfig = MISSING
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = MISSING
+    callbacks: CallbacksConfig = MISSING
     logger: LoggerConfig = MISSING
     output: OutputConfig = MISSING
 
@@ -102,7 +102,7 @@ def view_match_accuracy(z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((sim.argmax(1) == target).float().mean() + (sim.argmax(0) == target).float().mean())
 
 
-class MusicContrastiveModule(pl.LightningModule):
+class MusicContrastiveModule(StageModule):
     """Wires encoder, projection head, augmentations and loss; owns no hyperparameters.
 
     Args:
@@ -111,7 +111,8 @@ class MusicContrastiveModule(pl.LightningModule):
         loss: callable ``loss(z_i=..., z_j=...) -> scalar``.
         augment: ``augment(x, generator) -> [B, 1, T]`` crop + augmentation chain.
         optim: the ``optim`` config block.
-        val_seed: seed of the validation augmentations (same views every epoch).
+        seed: seed of the validation augmentations (same views every epoch) and base of the
+            per-rank training generators.
     """
 
     def __init__(
@@ -121,21 +122,13 @@ class MusicContrastiveModule(pl.LightningModule):
         loss: nn.Module,
         augment: nn.Module,
         optim: Mapping[str, Any],
-        val_seed: int,
+        seed: int,
     ):
-        super().__init__()
+        super().__init__(optim, seed)
         self.encoder = encoder
         self.projector = projector
         self.loss = loss
         self.augment = augment
-        self.optim_cfg = dict(optim)
-        self.val_seed = val_seed
-        self._train_gen: Optional[torch.Generator] = None
-
-    def on_train_start(self) -> None:
-        # Each rank draws its own augmentation parameters; with one shared seed every
-        # rank would otherwise augment its examples with identical draws.
-        self._train_gen = torch.Generator().manual_seed(self.val_seed + 1_000_003 * (self.global_rank + 1))
 
     def forward(self, x_i: torch.Tensor, x_j: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Two views ``[B, 1, T]`` -> ``{"z_i": [B, D], "z_j": [B, D]}``."""
@@ -143,9 +136,9 @@ class MusicContrastiveModule(pl.LightningModule):
 
     def _step(self, batch: torch.Tensor, batch_idx: int, stage: str) -> torch.Tensor:
         if stage == "train":
-            gen = self._train_gen
+            gen = self.train_generator
         else:
-            gen = torch.Generator().manual_seed(self.val_seed + batch_idx)
+            gen = torch.Generator().manual_seed(self.seed + batch_idx)
         x_i = self.augment(batch, generator=gen)
         x_j = self.augment(batch, generator=gen)
         out = self(x_i, x_j)
@@ -158,31 +151,20 @@ class MusicContrastiveModule(pl.LightningModule):
             self.log(f"{stage}/view_top1", acc, prog_bar=True, batch_size=n, sync_dist=True)
         return loss
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, batch_idx, "train")
-
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, batch_idx, "val")
-
-    def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = build_optimizer(params, self.optim_cfg)
-        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, self.optim_cfg, self.trainer.estimated_stepping_batches)}
-
 
 def build_module_from_config(cfg: DictConfig) -> MusicContrastiveModule:
     """The stage-1 LightningModule described by ``cfg`` (fresh weights)."""
-    encoder = build_module(cfg.model.encoder.name, to_container(cfg.model.encoder.args))
+    encoder = build_component(cfg.model.audio_encoder)
     input_length = int(getattr(encoder, "input_length"))
     if cfg.data.clip_length < input_length:
         raise ValueError(
             f"data.clip_length={cfg.data.clip_length} is shorter than the encoder input "
-            f"(model.encoder.args.input_length={input_length})"
+            f"(model.audio_encoder.args.input_length={input_length})"
         )
     projector = ProjectionHead(encoder.output_dim, cfg.model.projection.hidden_dim, cfg.model.projection.out_dim)
     loss = NTXentLoss(cfg.loss.temperature, gather=cfg.loss.global_negatives)
     augment = build_augmentation(cfg.augment, cfg.data.sample_rate, input_length)
-    return MusicContrastiveModule(encoder, projector, loss, augment, to_container(cfg.optim), val_seed=cfg.seed)
+    return MusicContrastiveModule(encoder, projector, loss, augment, to_container(cfg.optim), seed=cfg.seed)
 
 
 def train(cfg: DictConfig) -> Dict[str, Any]:
@@ -192,12 +174,10 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         ``run_dir``, ``checkpoint`` (best), ``last_checkpoint``, ``export`` (encoder
         ``.safetensors``), ``metrics`` (final logged values) and ``data`` (file counts).
     """
-    pl.seed_everything(cfg.seed, workers=True)
+    seed_run(cfg)
     module = build_module_from_config(cfg)
     run_dir, ckpt_path = prepare_run(cfg, cfg.resume)
     root = cfg.data.root
-    if root == "demo":
-        root = str(ensure_demo_music(cfg.demo.n_songs, cfg.demo.song_seconds, cfg.data.sample_rate))
     dm = AudioFolderDataModule(
         root=root,
         sample_rate=cfg.data.sample_rate,
@@ -217,25 +197,20 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     )
     for r in dm.rejected[:10]:
         rank_zero_print(f"    rejected {r.relpath}: {r.reason}")
-    trainer = build_trainer(cfg, run_dir, monitor="val/loss", mode="min")
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer = fit(cfg, module, dm, run_dir, ckpt_path)
 
     export_path = run_dir / "export" / "encoder.safetensors"
     if trainer.is_global_zero:
+        spec = component_spec(cfg.model.audio_encoder)
         save_encoder(
-            export_path,
-            module.encoder,
-            cfg.model.encoder.name,
-            to_container(cfg.model.encoder.args),
+            export_path, module.encoder, spec["name"], spec["args"],
             extra={"sample_rate": cfg.data.sample_rate, "stage": "music_pretrain", "run_dir": str(run_dir)},
         )
-    ckpt_cb = trainer.checkpoint_callback
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return {
         "run_dir": run_dir,
-        "checkpoint": getattr(ckpt_cb, "best_model_path", "") or None,
+        "checkpoint": best_checkpoint(trainer),
         "last_checkpoint": str(Path(run_dir) / "checkpoints" / "last.ckpt"),
         "export": export_path,
-        "metrics": metrics,
+        "metrics": final_metrics(trainer),
         "data": counts,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Dict, Iterable, Mapping
 
 import torch
 from torch.optim import Optimizer
@@ -57,19 +57,35 @@ class LARS(Optimizer):
         return loss
 
 
+def _adam(params: Iterable, cfg: Mapping[str, Any]) -> Optimizer:
+    return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+
+
+def _adamw(params: Iterable, cfg: Mapping[str, Any]) -> Optimizer:
+    return torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+
+
+def _lars(params: Iterable, cfg: Mapping[str, Any]) -> Optimizer:
+    return LARS(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+
+
+#: ``optim.name`` -> constructor taking (params, the optim block).
+OPTIMIZERS: Dict[str, Callable[[Iterable, Mapping[str, Any]], Optimizer]] = {
+    "adam": _adam,
+    "adamw": _adamw,
+    "lars": _lars,
+}
+
+
 def build_optimizer(params: Iterable, cfg: Mapping[str, Any]) -> Optimizer:
-    """``cfg.name`` in {adam, adamw, lars}; ``lr``, ``weight_decay``, ``betas``, ``momentum``.
+    """``OPTIMIZERS[cfg.name]``: uses ``lr``, ``weight_decay``, ``betas``, ``momentum``.
 
     Parameter groups may carry their own ``lr`` (e.g. a smaller encoder rate when fine-tuning).
     """
     name = str(cfg["name"]).lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
-    if name == "lars":
-        return LARS(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    raise ValueError(f"optim.name: unknown optimizer '{cfg['name']}' (choose adam, adamw or lars)")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optim.name: unknown optimizer '{cfg['name']}' (choose from {sorted(OPTIMIZERS)})")
+    return OPTIMIZERS[name](params, cfg)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, schedule: str, min_lr_ratio: float) -> float:
