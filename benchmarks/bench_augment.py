@@ -39,10 +39,11 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from vcmr.audio.augment import AugmentationChain, build_augmentation, synthetic_rir
+from vcmr.audio.augment import AugmentationChain, build_augmentation
+from vcmr.audio.dsp import synthetic_rir
 from vcmr.audio.io import save_audio
 from vcmr.config import load_config
-from vcmr.data.synth import random_spec, render
+from vcmr.demo.synth import random_spec, render
 
 ROOT = Path(__file__).resolve().parent.parent
 

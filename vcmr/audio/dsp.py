@@ -1,0 +1,666 @@
+"""Pure DSP on batched waveforms: crops, gain, noise, filters, delay, pitch shift, reverb.
+
+Every function takes ``x: [B, 1, T]`` (or ``[B, C, T]`` where noted) float waveforms on any
+device and returns tensors on that device; per-example parameters are ``[B]`` tensors or
+scalars. Nothing here reads a config. Randomness enters only through explicit arguments: a
+noise tensor (:func:`add_noise`) or a ``torch.Generator`` (:func:`random_crop`,
+:func:`synthetic_rir`), so a seeded generator gives identical outputs.
+
+Filters are zero-phase Butterworth magnitude responses applied in the frequency domain.
+Pitch shift has two methods. ``phase_vocoder``: a phase-vocoder time stretch by
+``2**(s/12)`` (with identity phase locking) followed by band-limited (FFT) resampling back
+to the input length, so pitch moves by ``s`` semitones while duration and tempo stay.
+``resample``: the playback rate changes by ``2**(s/12)`` (band-limited FFT resampling of a
+span ``2**(s/12)`` times the output length), which moves pitch and keeps the length but also
+changes the tempo; it is several times cheaper. Reverb convolves (by FFT) with a synthetic
+room impulse response: white noise under an exponential envelope that falls by 60 dB after
+the given RT60.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+#: Clips the pitch shift's phase vocoder processes at once on CPU: their spectra then stay
+#: in cache, which is faster than one large batch. GPUs take every clip of a value at once.
+PITCH_CPU_CHUNK = 4
+
+#: Pitch-shift methods of :func:`pitch_shift` (``augment.pitch.method``).
+PITCH_METHODS = ("phase_vocoder", "resample")
+
+#: 2 pi, for wrapping phase differences.
+TWO_PI = 2.0 * math.pi
+
+#: Zero padding of the frequency-domain filters, in periods of the lowest cut-off.
+FILTER_PAD_PERIODS = 16
+
+#: ln(1000): an amplitude envelope exp(-LN_1000 * t / rt60) has fallen by 60 dB at rt60.
+LN_1000 = math.log(1000.0)
+
+
+def check_batch(x: Tensor) -> None:
+    """Raise ``ValueError`` unless ``x`` is a ``[B, 1, T]`` floating-point waveform batch."""
+    if x.dim() != 3 or x.shape[1] != 1:
+        raise ValueError(f"expected a waveform batch of shape [B, 1, T], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point waveform, got dtype {x.dtype}")
+
+
+def _per_example(v: Tensor | float, x: Tensor) -> Tensor:
+    """A ``[B]`` (or scalar) parameter as a ``[B, 1, 1]`` tensor on ``x``'s device and dtype."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    if v.dim() == 0:
+        v = v.expand(x.shape[0])
+    if v.shape != (x.shape[0],):
+        raise ValueError(f"per-example parameter must have shape [{x.shape[0]}], got {tuple(v.shape)}")
+    return v.view(-1, 1, 1)
+
+
+#: Radices for zero-padded FFT sizes. pocketFFT (CPU) and cuFFT are fastest on sizes with
+#: many factors of 2 and few 3s and 5s (a size like 3**9 * 5 is about twice as slow as
+#: 2**15 * 3), so padded sizes are 16 times a number whose prime factors are <= 5.
+_PAD_RADICES = (2, 3, 5)
+_PAD_MULTIPLE = 16
+#: Prime factors allowed in the stretched length of the pitch shift: small enough for
+#: direct FFT passes (no Bluestein fallback), dense enough to land within ~0.1 % of a*T.
+_STRETCH_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23)
+
+
+def _is_smooth(n: int, primes: Tuple[int, ...]) -> bool:
+    """Whether every prime factor of ``n`` lies in ``primes``."""
+    for r in primes:
+        while n % r == 0:
+            n //= r
+    return n == 1
+
+
+@functools.lru_cache(maxsize=4096)
+def next_fast_len(n: int) -> int:
+    """Smallest integer >= ``n`` of the form ``16 * m``, ``m``'s prime factors all <= 5.
+
+    Such sizes are at most a few percent above ``n`` and among the fastest FFT sizes.
+
+    Args:
+        n: a signal length in samples (values below 1 count as 1).
+
+    Returns:
+        An FFT size in samples.
+    """
+    m = -(-max(1, int(n)) // _PAD_MULTIPLE)
+    while not _is_smooth(m, _PAD_RADICES):
+        m += 1
+    return _PAD_MULTIPLE * m
+
+
+@functools.lru_cache(maxsize=4096)
+def nearest_smooth_len(x: float, primes: Tuple[int, ...] = _STRETCH_PRIMES) -> int:
+    """The integer closest to ``x`` whose prime factors all lie in ``primes`` (ties go up).
+
+    Args:
+        x: a target length in samples (may be fractional).
+        primes: the allowed prime factors.
+
+    Returns:
+        A length in samples, at least 1.
+    """
+    up = max(1, math.ceil(x))
+    while not _is_smooth(up, primes):
+        up += 1
+    down = max(1, math.floor(x))
+    while down > 1 and not _is_smooth(down, primes):
+        down -= 1
+    return down if x - down < up - x else up
+
+
+def _check_crop(crop_length: int, t_in: int) -> None:
+    if crop_length <= 0:
+        raise ValueError(f"crop_length must be positive, got {crop_length}")
+    if crop_length > t_in:
+        raise ValueError(f"crop_length ({crop_length} samples) is longer than the input ({t_in} samples)")
+
+
+def center_crop(x: Tensor, crop_length: int) -> Tensor:
+    """Deterministic centre crop for validation.
+
+    Args:
+        x: ``[B, C, T_in]`` waveform, ``T_in >= crop_length``.
+        crop_length: output length in samples.
+
+    Returns:
+        ``[B, C, crop_length]``; the window starts at ``(T_in - crop_length) // 2``.
+    """
+    t_in = x.shape[-1]
+    _check_crop(crop_length, t_in)
+    start = (t_in - crop_length) // 2
+    return x[..., start : start + crop_length]
+
+
+def crop(x: Tensor, start: Tensor, crop_length: int) -> Tensor:
+    """Cut ``x[b, :, start[b] : start[b] + crop_length]`` for every example.
+
+    Args:
+        x: ``[B, C, T_in]``.
+        start: ``[B]`` integer start offsets in samples, ``0 <= start <= T_in - crop_length``.
+        crop_length: output length in samples.
+
+    Returns:
+        ``[B, C, crop_length]`` (a copy).
+    """
+    b = x.shape[0]
+    # Windows of the unfolded view are contiguous rows, so this copies whole rows instead
+    # of gathering sample by sample through a [B, C, crop_length] index tensor.
+    rows = torch.arange(b, device=x.device)
+    return x.unfold(-1, crop_length, 1)[rows, :, start.to(x.device, torch.long)]
+
+
+def random_crop(x: Tensor, crop_length: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Random window of ``crop_length`` samples per example (independent offsets).
+
+    Args:
+        x: ``[B, C, T_in]`` with ``T_in >= crop_length``.
+        crop_length: output length in samples.
+        generator: source of the offsets (drawn on its device; ``None``: torch's global RNG).
+
+    Returns:
+        ``[B, C, crop_length]``.
+    """
+    t_in = x.shape[-1]
+    _check_crop(crop_length, t_in)
+    dev = generator.device if generator is not None else torch.device("cpu")
+    start = torch.randint(t_in - crop_length + 1, (x.shape[0],), generator=generator, device=dev)
+    if t_in == crop_length:
+        return x
+    return crop(x, start, crop_length)
+
+
+def polarity_inversion(x: Tensor) -> Tensor:
+    """Sign flip.
+
+    Args:
+        x: ``[B, C, T]`` waveform.
+
+    Returns:
+        ``-x``, same shape.
+    """
+    return -x
+
+
+def gain(x: Tensor, db: Tensor | float) -> Tensor:
+    """Scale example ``b`` by ``10 ** (db[b] / 20)``.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        db: ``[B]`` (or scalar) gain in decibels.
+
+    Returns:
+        ``[B, 1, T]`` scaled waveform.
+    """
+    return x * torch.pow(10.0, _per_example(db, x) / 20.0)
+
+
+def add_noise(x: Tensor, snr_db: Tensor | float, noise: Tensor) -> Tensor:
+    """Add white noise scaled so that ``rms(x[b]) / rms(noise part) = 10 ** (snr_db[b] / 20)``.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        snr_db: ``[B]`` (or scalar) signal-to-noise ratio in dB.
+        noise: ``[B, 1, T]`` standard normal noise (the caller draws it, for seeding).
+
+    Returns:
+        ``[B, 1, T]`` noisy waveform.
+    """
+    rms = x.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    sigma = rms * torch.pow(10.0, -_per_example(snr_db, x) / 20.0)
+    return x + sigma * noise
+
+
+def butterworth_response(freqs_hz: Tensor, cutoff_hz: Tensor, order: int, highpass: Tensor) -> Tensor:
+    """Butterworth magnitude ``|H(f)|`` per example.
+
+    Args:
+        freqs_hz: ``[F]`` frequencies in Hz.
+        cutoff_hz: ``[B]`` -3 dB cut-off frequencies in Hz.
+        order: filter order (``6 * order`` dB per octave roll-off).
+        highpass: ``[B]`` bool, high-pass where true, low-pass otherwise.
+
+    Returns:
+        ``[B, F]`` gains in ``[0, 1]``.
+    """
+    ratio = freqs_hz.view(1, -1) / cutoff_hz.view(-1, 1)
+    # High-pass: |H| = 1/sqrt(1 + (fc/f)^2n), written as f^n / sqrt(f^2n + fc^2n) to stay finite at f=0.
+    r2n = ratio.pow(2 * order)
+    low = torch.rsqrt(1.0 + r2n)
+    high = ratio.pow(order) * torch.rsqrt(1.0 + r2n)
+    return torch.where(highpass.view(-1, 1), high, low)
+
+
+def frequency_filter(
+    x: Tensor, cutoff_hz: Tensor | float, sample_rate: int, order: int, highpass: Tensor | bool
+) -> Tensor:
+    """Zero-phase Butterworth high- or low-pass filter, applied in the frequency domain.
+
+    The signal is zero-padded before the FFT by :data:`FILTER_PAD_PERIODS` periods of the
+    lowest cut-off (at most its own length), so the filtering is a linear, not circular,
+    convolution with the filter's two-sided impulse response, whose envelope decays like
+    ``exp(-2 pi fc sin(pi / 2n) |t|)``: far below float precision after that many periods.
+
+    Args:
+        x: ``[B, 1, T]`` waveform at ``sample_rate`` Hz.
+        cutoff_hz: ``[B]`` (or scalar) -3 dB frequency in Hz.
+        sample_rate: samples per second.
+        order: Butterworth order.
+        highpass: ``[B]`` bool (or scalar): high-pass where true, low-pass otherwise.
+
+    Returns:
+        ``[B, 1, T]`` filtered waveform.
+    """
+    b, _, t = x.shape
+    cutoff = _per_example(cutoff_hz, x).view(b).float()
+    hp = torch.as_tensor(highpass, device=x.device, dtype=torch.bool).expand(b)
+    pad = min(t, math.ceil(FILTER_PAD_PERIODS * sample_rate / float(cutoff.min())))
+    n = next_fast_len(t + pad)
+    spec = torch.fft.rfft(x.float(), n=n)
+    freqs = torch.fft.rfftfreq(n, d=1.0 / sample_rate, device=x.device)
+    spec = spec * butterworth_response(freqs, cutoff, order, hp).unsqueeze(1)
+    return torch.fft.irfft(spec, n=n)[..., :t].to(x.dtype)
+
+
+def lowpass(x: Tensor, cutoff_hz: Tensor | float, sample_rate: int, order: int) -> Tensor:
+    """Zero-phase Butterworth low-pass; see :func:`frequency_filter`.
+
+    Args:
+        x: ``[B, 1, T]`` waveform at ``sample_rate`` Hz.
+        cutoff_hz: ``[B]`` (or scalar) -3 dB frequency in Hz.
+        sample_rate: samples per second.
+        order: Butterworth order (``6 * order`` dB per octave).
+
+    Returns:
+        ``[B, 1, T]`` filtered waveform.
+    """
+    return frequency_filter(x, cutoff_hz, sample_rate, order, False)
+
+
+def highpass(x: Tensor, cutoff_hz: Tensor | float, sample_rate: int, order: int) -> Tensor:
+    """Zero-phase Butterworth high-pass; see :func:`frequency_filter` (arguments as :func:`lowpass`)."""
+    return frequency_filter(x, cutoff_hz, sample_rate, order, True)
+
+
+def delay(x: Tensor, delay_samples: Tensor | int, volume: float) -> Tensor:
+    """Echo: ``y[b, t] = x[b, t] + volume * x[b, t - d[b]]`` (zero before the start).
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        delay_samples: ``[B]`` (or scalar) non-negative integer delays in samples.
+        volume: linear gain of the delayed copy.
+
+    Returns:
+        ``[B, 1, T]`` waveform (a new tensor).
+    """
+    b, _, t = x.shape
+    d = torch.as_tensor(delay_samples, dtype=torch.long).detach().cpu().expand(b)
+    y = x.clone()
+    # One slice addition per distinct delay (a grid of a few values) instead of a gather
+    # through a [B, 1, T] index tensor.
+    if (d < 0).any():
+        raise ValueError(f"delays must be >= 0 samples, got {d.tolist()}")
+    for value in torch.unique(d).tolist():
+        if value >= t:  # the echo starts after the end
+            continue
+        idx = torch.nonzero(d == value).view(-1).to(x.device)
+        y[..., value:].index_add_(0, idx, x.index_select(0, idx)[..., : t - value], alpha=volume)
+    return y
+
+
+def _peak_of_bin(mag: Tensor, jumps: int = 2) -> Tensor:
+    """For every bin, the spectral peak its main lobe belongs to (steepest ascent).
+
+    Each bin points to its larger neighbour (or itself at a local maximum); following the
+    pointers ``2 ** jumps`` times (pointer doubling) reaches the peak of lobes up to that
+    many bins wide.
+
+    Args:
+        mag: ``[..., F]`` magnitudes (frequency last).
+        jumps: pointer doublings.
+
+    Returns:
+        ``[..., F]`` long bin indices.
+    """
+    left = torch.empty_like(mag)
+    left[..., :1] = -1.0
+    left[..., 1:] = mag[..., :-1]
+    right = torch.empty_like(mag)
+    right[..., -1:] = -1.0
+    right[..., :-1] = mag[..., 1:]
+    up = (right > mag) & (right >= left)
+    down = (left > mag) & ~up
+    ptr = torch.arange(mag.shape[-1], device=mag.device) + (up.to(torch.long) - down.to(torch.long))
+    for _ in range(jumps):
+        ptr = torch.gather(ptr, -1, ptr)
+    return ptr
+
+
+def phase_vocoder(spec: Tensor, rate: float) -> Tensor:
+    """Time-stretch a complex STFT by ``1 / rate`` keeping its frequencies.
+
+    Output frame ``k`` reads the input at fractional frame ``k * rate``: its magnitude is
+    linearly interpolated between the two neighbouring frames, and each bin's phase
+    advances by the phase it gains over one hop in the input (its instantaneous frequency
+    times the hop; analysis and synthesis hops are equal). Phases are then locked to the
+    peak of each bin's spectral lobe (identity phase locking): a bin keeps the phase offset
+    to its peak that it has in the analysis frame, so the bins of one partial stay coherent
+    instead of drifting apart (which would lower the level and smear the sound).
+
+    Everything runs on contiguous real tensors (magnitude, ``atan2`` phase, a real
+    ``cumsum`` of wrapped phase steps, ``cos``/``sin`` at the end): these are the
+    vectorised kernels; complex ``abs``/``angle``/``cumprod`` and strided views are not.
+
+    Args:
+        spec: ``[..., F, N]`` complex STFT (``F = n_fft // 2 + 1``).
+        rate: speed factor; ``< 1`` makes the signal longer.
+
+    Returns:
+        ``[..., F, ceil(N / rate)]`` complex STFT (a transposed view of ``[..., N', F]``).
+    """
+    n_frames = spec.shape[-1]
+    steps = torch.arange(0, n_frames, rate, device=spec.device, dtype=torch.float64)  # N' values only
+    i0 = steps.floor().long()
+    alpha = (steps - i0).to(torch.float32).unsqueeze(-1)
+    # Frames on the second-last axis so that picking frames copies contiguous rows.
+    ri = torch.view_as_real(spec).transpose(-2, -3)  # [..., N, F, 2]
+    re, im = ri[..., 0].contiguous(), ri[..., 1].contiguous()
+    mag_s = (re * re).addcmul_(im, im).sqrt_()
+    phase = torch.atan2(im, re)
+    del re, im
+    mag_in = torch.nn.functional.pad(mag_s, (0, 0, 0, 1))
+    # Phase gained over one hop, wrapped to [-pi, pi] so the running sum stays small (the
+    # last frame repeats its predecessor's).
+    dphi = torch.empty_like(phase)
+    torch.sub(phase[..., 1:, :], phase[..., :-1, :], out=dphi[..., :-1, :])
+    dphi[..., -1, :] = dphi[..., -2, :] if n_frames > 1 else 0.0
+    dphi.sub_(torch.round(dphi * (1.0 / TWO_PI)).mul_(TWO_PI))
+    peak_in = _peak_of_bin(mag_s)
+
+    mag = torch.lerp(mag_in.index_select(-2, i0), mag_in.index_select(-2, i0 + 1), alpha)
+    # advanced[k] = phase[0] + sum_{j<k} dphi[i0[j]]
+    incr = torch.empty((*phase.shape[:-2], i0.numel(), phase.shape[-1]), dtype=phase.dtype, device=phase.device)
+    incr[..., :1, :] = phase[..., :1, :]
+    incr[..., 1:, :] = dphi.index_select(-2, i0[:-1])
+    advanced = torch.cumsum(incr, dim=-2)
+    del incr
+    phase0 = phase.index_select(-2, i0)
+    # Lock: phase[k] = advanced[peak] + (phase0[k] - phase0[peak]).
+    advanced.sub_(phase0)
+    locked = phase0.add_(torch.gather(advanced, -1, peak_in.index_select(-2, i0)))
+    del advanced
+    out = torch.empty((*locked.shape, 2), dtype=locked.dtype, device=locked.device)
+    torch.cos(locked, out=out[..., 0])
+    torch.sin(locked, out=out[..., 1])
+    out.mul_(mag.unsqueeze(-1))
+    return torch.view_as_complex(out).transpose(-1, -2)
+
+
+def fft_resample(x: Tensor, length: int) -> Tensor:
+    """Band-limited resampling by truncating or zero-padding the spectrum.
+
+    An ideal low-pass, so shrinking does not alias. Resampling ``L`` samples at rate ``r``
+    to ``length`` samples gives the same signal at rate ``r * length / L``.
+
+    Args:
+        x: ``[..., L]`` real signal.
+        length: output samples.
+
+    Returns:
+        ``[..., length]`` (``x`` itself when ``length == L``).
+    """
+    n_in = x.shape[-1]
+    if n_in == length:
+        return x
+    spec = torch.fft.rfft(x, n=n_in)
+    n_bins = length // 2 + 1
+    if spec.shape[-1] >= n_bins:
+        spec = spec[..., :n_bins]
+    else:
+        spec = torch.nn.functional.pad(spec, (0, n_bins - spec.shape[-1]))
+    return torch.fft.irfft(spec, n=length) * (length / n_in)
+
+
+@functools.lru_cache(maxsize=16)
+def _hann_window(n_fft: int, device: torch.device) -> Tensor:
+    """Periodic Hann window ``[n_fft]``, built once per size and device."""
+    return torch.hann_window(n_fft, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _ola_envelope(n_fft: int, hop_length: int, n_frames: int, device: torch.device) -> Tensor:
+    """Overlap-added squared Hann window of ``n_frames`` frames: ``[(n_frames - 1) * hop + n_fft]``."""
+    w2 = _hann_window(n_fft, device).pow(2)
+    r = n_fft // hop_length
+    env = torch.zeros(n_frames + r - 1, hop_length, device=device)
+    for j in range(r):
+        env[j : j + n_frames] += w2[j * hop_length : (j + 1) * hop_length]
+    return env.view(-1)
+
+
+def istft(spec: Tensor, n_fft: int, hop_length: int, length: int) -> Tensor:
+    """Inverse of ``torch.stft(x, n_fft, hop_length, hann_window(n_fft), center=True)``.
+
+    Same result as ``torch.istft`` (windowed overlap-add divided by the overlap-added
+    squared window), but when ``hop_length`` divides ``n_fft`` the overlap-add is
+    ``n_fft / hop_length`` slice additions instead of a fold, several times faster on CPU.
+
+    Args:
+        spec: ``[B, F, N]`` complex STFT, ``F = n_fft // 2 + 1``.
+        n_fft: frame size.
+        hop_length: hop between frames in samples.
+        length: output samples.
+
+    Returns:
+        ``[B, length]`` float32.
+    """
+    window = _hann_window(n_fft, spec.device)
+    if n_fft % hop_length:
+        return torch.istft(spec, n_fft, hop_length, window=window, center=True, length=length)
+    b, _, n_frames = spec.shape
+    frames = torch.fft.irfft(spec.transpose(-1, -2), n=n_fft)  # [B, N, n_fft]
+    frames.mul_(window)
+    r = n_fft // hop_length
+    y = torch.zeros(b, n_frames + r - 1, hop_length, dtype=frames.dtype, device=frames.device)
+    for j in range(r):
+        y[:, j : j + n_frames] += frames[..., j * hop_length : (j + 1) * hop_length]
+    start = n_fft // 2
+    env = _ola_envelope(n_fft, hop_length, n_frames, spec.device)[start : start + length]
+    y = y.view(b, -1)[:, start : start + length]
+    # Where no frame overlaps (beyond the last frame) the output is zero, as in torch.istft.
+    y = y / torch.where(env > 1e-11, env, torch.ones_like(env))[: y.shape[-1]]
+    if y.shape[-1] < length:
+        y = torch.nn.functional.pad(y, (0, length - y.shape[-1]))
+    return y
+
+
+def _reflect_to(x: Tensor, length: int) -> Tensor:
+    """Extend ``x[..., T]`` to ``[..., length]`` by mirroring the end (repeatedly if needed)."""
+    while x.shape[-1] < length:
+        extra = min(length - x.shape[-1], x.shape[-1] - 1)
+        if extra <= 0:  # a single sample: repeat it
+            return torch.nn.functional.pad(x, (0, length - x.shape[-1]), mode="replicate")
+        x = torch.cat([x, x[..., -extra - 1 : -1].flip(-1)], dim=-1)
+    return x
+
+
+def _shift_vocoder(group: Tensor, value: float, n_fft: int, hop_length: int) -> Tensor:
+    """Phase-vocoder pitch shift of ``group: [b, T]`` by ``value`` semitones -> ``[b, T]``."""
+    t = group.shape[-1]
+    # Stretch to a length L near a * T with only small prime factors, so the FFT of the
+    # resampling step stays fast; the pitch factor is then L / T (within ~0.1 %, about
+    # 1-2 cents, of 2 ** (s / 12) for clip lengths of a few seconds).
+    stretched_len = nearest_smooth_len(t * 2.0 ** (value / 12.0))
+    # Zero padding (not reflection) at the edges: a mirrored start would give the first
+    # frame's bins phases that belong to no single sinusoid.
+    spec = torch.stft(
+        group,
+        n_fft,
+        hop_length,
+        window=_hann_window(n_fft, group.device),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    spec = phase_vocoder(spec, t / stretched_len)
+    return fft_resample(istft(spec, n_fft, hop_length, stretched_len), t)
+
+
+def _shift_resample(group: Tensor, value: float) -> Tensor:
+    """Playback-rate pitch shift of ``group: [b, T]`` by ``value`` semitones -> ``[b, T]``.
+
+    The output's ``M = next_fast_len(T)`` samples are the band-limited resampling of the
+    first ``L ~ 2 ** (value / 12) * M`` input samples (``L`` with small prime factors, so
+    the pitch factor ``L / M`` is within ~0.1 % of ``2 ** (s / 12)``); the first ``T`` are
+    kept. Upward shifts need more input than there is: the clip is extended by mirroring
+    its end.
+    """
+    t = group.shape[-1]
+    m = next_fast_len(t)
+    span_len = nearest_smooth_len(m * 2.0 ** (value / 12.0))
+    span = group[..., :span_len] if span_len <= t else _reflect_to(group, span_len)
+    return fft_resample(span, m)[..., :t]
+
+
+def pitch_shift(
+    x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: int, method: str = "phase_vocoder"
+) -> Tensor:
+    """Shift pitch by ``semitones[b]`` semitones keeping the length.
+
+    ``phase_vocoder`` (tempo kept): each example is time-stretched by ``a = 2 ** (s / 12)``
+    with a phase vocoder (length ``round(a * T)``), then resampled back to ``T`` samples
+    (band-limited, via FFT), which multiplies every frequency by ``a``.
+
+    ``resample`` (tempo changes too): the playback rate is multiplied by ``a``: the output
+    is a band-limited resampling of a span ``a`` times as long as the output, so events
+    come ``a`` times faster; upward shifts mirror the clip's end to fill the span.
+
+    Examples sharing a semitone value are processed together; an example with 0
+    semitones is returned unchanged.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        semitones: ``[B]`` (or scalar) shifts in semitones (positive = higher).
+        n_fft: STFT size of the phase vocoder in samples (unused by ``resample``).
+        hop_length: STFT hop of the phase vocoder in samples (unused by ``resample``).
+        method: ``"phase_vocoder"`` or ``"resample"``.
+
+    Returns:
+        ``[B, 1, T]``.
+    """
+    if method not in PITCH_METHODS:
+        raise ValueError(f"pitch-shift method must be one of {PITCH_METHODS}, got {method!r}")
+    b, _, t = x.shape
+    s = torch.as_tensor(semitones, dtype=torch.float64).detach().cpu().expand(b)
+    out = x.clone()
+    chunk = PITCH_CPU_CHUNK if x.device.type == "cpu" and method == "phase_vocoder" else b
+    for value in torch.unique(s).tolist():
+        if value == 0.0:
+            continue
+        members = torch.nonzero(s == value).view(-1).to(x.device)
+        for idx in members.split(chunk):
+            group = x.index_select(0, idx).reshape(-1, t).float()
+            if method == "phase_vocoder":
+                y = _shift_vocoder(group, value, n_fft, hop_length)
+            else:
+                y = _shift_resample(group, value)
+            out.index_copy_(0, idx, y.view(-1, 1, t).to(x.dtype))
+    return out
+
+
+def synthetic_rir(
+    rt60_s: Tensor,
+    length: int,
+    sample_rate: int,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """Synthetic room impulse responses: white noise under ``exp(-ln(1000) * t / rt60)``.
+
+    The amplitude envelope falls by 60 dB at ``t = rt60``. Each response is scaled to unit
+    energy so the reverberant part has about the level of the dry signal.
+
+    Args:
+        rt60_s: ``[B]`` reverberation times in seconds (> 0).
+        length: response length in samples.
+        sample_rate: samples per second.
+        generator: source of the noise (drawn on its device).
+        device: where the result goes (default: the generator's device, else CPU).
+
+    Returns:
+        ``[B, 1, length]`` float32.
+    """
+    gen_dev = generator.device if generator is not None else (device or torch.device("cpu"))
+    device = device or gen_dev
+    b = rt60_s.shape[0]
+    noise = torch.randn((b, 1, length), generator=generator, device=gen_dev).to(device)
+    t = torch.arange(length, device=device, dtype=torch.float32) / sample_rate
+    envelope = torch.exp(-LN_1000 * t.view(1, 1, -1) / rt60_s.to(device, torch.float32).view(-1, 1, 1))
+    h = noise * envelope
+    return h / h.pow(2).sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
+
+
+def fft_convolve(x: Tensor, h: Tensor) -> Tensor:
+    """Causal linear convolution ``y = x * h`` truncated to ``x``'s length, by FFT.
+
+    Args:
+        x: ``[B, C, T]``.
+        h: ``[B, C, L]`` (or broadcastable) impulse responses.
+
+    Returns:
+        ``[B, C, T]``: ``y[t] = sum_k h[k] x[t - k]``.
+    """
+    t = x.shape[-1]
+    n = next_fast_len(t + h.shape[-1] - 1)
+    y = torch.fft.irfft(torch.fft.rfft(x.float(), n=n) * torch.fft.rfft(h.float(), n=n), n=n)
+    return y[..., :t].to(x.dtype)
+
+
+def reverb(x: Tensor, rir: Tensor, wet: Tensor | float) -> Tensor:
+    """Mix ``(1 - wet) * x + wet * (x * rir)``.
+
+    Args:
+        x: ``[B, 1, T]`` waveform.
+        rir: ``[B, 1, L]`` impulse responses at ``x``'s sample rate (e.g. :func:`synthetic_rir`).
+        wet: ``[B]`` (or scalar) wet fraction in ``[0, 1]``.
+
+    Returns:
+        ``[B, 1, T]`` waveform.
+    """
+    w = _per_example(wet, x)
+    return (1.0 - w) * x + w * fft_convolve(x, rir)
+
+
+__all__ = [
+    "FILTER_PAD_PERIODS",
+    "PITCH_METHODS",
+    "add_noise",
+    "butterworth_response",
+    "center_crop",
+    "check_batch",
+    "crop",
+    "delay",
+    "fft_convolve",
+    "fft_resample",
+    "frequency_filter",
+    "gain",
+    "highpass",
+    "istft",
+    "lowpass",
+    "nearest_smooth_len",
+    "next_fast_len",
+    "phase_vocoder",
+    "pitch_shift",
+    "polarity_inversion",
+    "random_crop",
+    "reverb",
+    "synthetic_rir",
+]

@@ -1,0 +1,562 @@
+"""Random batched transforms: one ``nn.Module`` per augmentation, with its config schema.
+
+Each transform draws, per example of ``x: [B, 1, T]``, whether it is applied (probability
+``p``) and its parameters, then calls the matching function of :mod:`vcmr.audio.dsp` on the
+picked examples only (index-select, process, scatter back). Sign flips and gains are one
+multiplication of the whole batch by per-example factors instead (1 for examples not picked,
+which leaves them bit for bit unchanged).
+
+All randomness comes from the optional ``torch.Generator`` given to ``forward`` (small
+parameter tensors on the generator's device, then moved), so a seeded generator gives
+identical outputs.
+
+Every transform owns its config dataclass (``Config``: the keys of its block under
+``augment:``), checks those keys in :meth:`RandomTransform.validate` and is built from them by
+:meth:`RandomTransform.from_config`. :data:`TRANSFORMS` lists them in chain order; adding a
+transform is one class here, one line in :data:`TRANSFORMS` and one block in
+``config/augment/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
+
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from vcmr.audio.dsp import (
+    PITCH_METHODS,
+    add_noise,
+    check_batch,
+    delay,
+    frequency_filter,
+    gain,
+    pitch_shift,
+    polarity_inversion,
+    reverb,
+    synthetic_rir,
+)
+from vcmr.config import ConfigError
+
+#: Draws of one transform for a batch: ``[B]`` tensors by name (``"apply"``: the mask).
+Params = Dict[str, Tensor]
+
+# --------------------------------------------------------------------------------------
+# Draws and config checks shared by the transforms
+# --------------------------------------------------------------------------------------
+
+
+def _draw_device(generator: Optional[torch.Generator]) -> torch.device:
+    """Where random tensors are drawn: the generator's device, or the CPU (global RNG)."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _uniform(n: int, low: float, high: float, generator: Optional[torch.Generator]) -> Tensor:
+    """``[n]`` float64 values uniform in ``[low, high)``."""
+    dev = _draw_device(generator)
+    return low + (high - low) * torch.rand(n, generator=generator, device=dev, dtype=torch.float64)
+
+
+def _choice(n: int, values: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """``[n]`` values drawn uniformly (with replacement) from ``values: [K]``."""
+    dev = _draw_device(generator)
+    idx = torch.randint(len(values), (n,), generator=generator, device=dev)
+    return values.to(dev)[idx]
+
+
+def _randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Standard normal noise shaped like ``x``, from ``generator`` (drawn on its device)."""
+    if generator is None:
+        return torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    return torch.randn(x.shape, dtype=x.dtype, device=generator.device, generator=generator).to(x.device)
+
+
+def _grid(start: float, stop: float, step: float) -> List[float]:
+    """``start, start + step, ..., <= stop`` (``stop`` included up to rounding)."""
+    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+    return [float(start) + i * float(step) for i in range(n)]
+
+
+def _fail(path: str, key: str, value: Any, reason: str) -> None:
+    raise ConfigError(f"{path}.{key} = {value!r}: {reason}")
+
+
+def check_probability(cfg: DictConfig, path: str, key: str = "p") -> None:
+    """Raise :class:`ConfigError` naming ``{path}.{key}`` unless ``cfg[key]`` is in ``[0, 1]``."""
+    if not 0.0 <= cfg[key] <= 1.0:
+        _fail(path, key, cfg[key], "a probability must be in [0, 1]")
+
+
+def _check_range(cfg: DictConfig, path: str, lo: str, hi: str) -> None:
+    if cfg[lo] > cfg[hi]:
+        _fail(path, lo, cfg[lo], f"must not exceed {path}.{hi} ({cfg[hi]})")
+
+
+def _config_kwargs(cfg: Mapping | DictConfig) -> Dict[str, Any]:
+    return dict(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else cfg)
+
+
+# --------------------------------------------------------------------------------------
+# Base class: per-example application mask + parameters
+# --------------------------------------------------------------------------------------
+
+
+class RandomTransform(nn.Module):
+    """Applies a transform to each example with probability ``p`` (independent draws).
+
+    Subclasses implement :meth:`sample` (parameters for all ``B`` examples, on the
+    generator's device) and :meth:`apply` (the transform on the selected sub-batch), or
+    :meth:`scale` for transforms that only multiply each example by a factor. Only the
+    selected examples are processed; the others are returned bit-for-bit unchanged.
+
+    A subclass sets ``Config`` (its dataclass; field names are its constructor's keyword
+    arguments), overrides :meth:`validate` with checks of its keys other than ``p`` and overrides
+    :meth:`from_config` if its constructor also takes the sample rate.
+    """
+
+    #: Schema of this transform's config block (every field required).
+    Config: ClassVar[Type[Any]]
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        """Check the value ranges of a typed config block, except ``p``.
+
+        ``p`` is common to every transform; :func:`check_probability` checks it (the chain
+        checks every block's ``p`` before any other key).
+
+        Args:
+            cfg: the block, already merged into :attr:`Config` (types checked).
+            path: its dotted key for error messages, e.g. ``"augment.noise"``.
+            sample_rate: samples per second of the waveforms.
+            crop_length: length in samples of the clips the transform will see.
+
+        Raises:
+            ConfigError: naming the first bad key.
+        """
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "RandomTransform":
+        """Build from a (validated) config block; ``sample_rate`` in Hz."""
+        return cls(**_config_kwargs(cfg))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        """Draw the parameters of every example (``[B]`` tensors)."""
+        return {}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        """Transform every example of ``x`` (``[b, 1, T]``) with its ``params`` (``[b]``)."""
+        raise NotImplementedError
+
+    def scale(self, params: Params, x: Tensor) -> Optional[Tensor]:
+        """Per-example factors ``[b]`` (``x``'s dtype and device) if the transform is a pure
+        scaling, else ``None`` (then :meth:`apply` is used)."""
+        return None
+
+    def forward_with_params(
+        self, x: Tensor, generator: Optional[torch.Generator] = None, inplace: bool = False
+    ) -> Tuple[Tensor, Params]:
+        """Like :meth:`forward`, also returning the draws (``params["apply"]``: ``[B]`` bool).
+
+        With ``inplace=True`` the result is written into ``x`` (which must not be needed
+        by the caller any more); the chain does so on its own buffer to skip copies.
+        """
+        check_batch(x)
+        b = x.shape[0]
+        # Always draw the same amount per call so the stream does not depend on p.
+        mask = torch.rand(b, generator=generator, device=_draw_device(generator)) < self.p
+        params = self.sample(b, generator)
+        params["apply"] = mask
+        idx = torch.nonzero(mask.cpu()).view(-1)
+        if idx.numel() == 0:
+            return x, params
+        sub = {k: v[idx.to(v.device)] for k, v in params.items() if k != "apply"}
+        factor = self.scale(sub, x)
+        if factor is not None:
+            # One pass over the batch; a factor of exactly 1 leaves an example's bits as they are.
+            full = torch.ones(b, dtype=x.dtype, device=x.device)
+            full[idx.to(x.device)] = factor
+            full = full.view(b, 1, 1)
+            return (x.mul_(full) if inplace else x * full), params
+        if idx.numel() == b:
+            y = self.apply(x, sub, generator)
+            return (x.copy_(y) if inplace and y is not x else y), params
+        idx = idx.to(x.device)
+        y = self.apply(x.index_select(0, idx), sub, generator).to(x.dtype)
+        return (x.index_copy_(0, idx, y) if inplace else x.index_copy(0, idx, y)), params
+
+    def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``x: [B, 1, T]`` -> ``[B, 1, T]``, each example transformed with probability ``p``."""
+        return self.forward_with_params(x, generator)[0]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# --------------------------------------------------------------------------------------
+# The transforms, each after its config schema (values live in config/augment/*.yaml)
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PolarityConfig:
+    """Multiply the waveform by -1."""
+
+    p: float = MISSING
+
+
+class RandomPolarity(RandomTransform):
+    """Sign flip with probability ``p``."""
+
+    Config = PolarityConfig
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return polarity_inversion(x)
+
+    def scale(self, params: Params, x: Tensor) -> Optional[Tensor]:
+        return torch.tensor(-1.0, dtype=x.dtype, device=x.device)
+
+
+@dataclasses.dataclass
+class NoiseConfig:
+    """Additive white Gaussian noise at a signal-to-noise ratio drawn in dB."""
+
+    p: float = MISSING
+    min_snr_db: float = MISSING
+    max_snr_db: float = MISSING
+
+
+class RandomNoise(RandomTransform):
+    """White Gaussian noise at an SNR drawn uniformly in ``[min_snr_db, max_snr_db]``."""
+
+    Config = NoiseConfig
+
+    def __init__(self, p: float, min_snr_db: float, max_snr_db: float):
+        super().__init__(p)
+        self.min_snr_db, self.max_snr_db = float(min_snr_db), float(max_snr_db)
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        _check_range(cfg, path, "min_snr_db", "max_snr_db")
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        return {"snr_db": _uniform(batch_size, self.min_snr_db, self.max_snr_db, generator)}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return add_noise(x, params["snr_db"], _randn_like(x, generator))
+
+
+@dataclasses.dataclass
+class GainConfig:
+    """Scale by a gain drawn uniformly in dB."""
+
+    p: float = MISSING
+    min_db: float = MISSING
+    max_db: float = MISSING
+
+
+class RandomGain(RandomTransform):
+    """Gain drawn uniformly in ``[min_db, max_db]`` decibels."""
+
+    Config = GainConfig
+
+    def __init__(self, p: float, min_db: float, max_db: float):
+        super().__init__(p)
+        self.min_db, self.max_db = float(min_db), float(max_db)
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        _check_range(cfg, path, "min_db", "max_db")
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        return {"db": _uniform(batch_size, self.min_db, self.max_db, generator)}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return gain(x, params["db"])
+
+    def scale(self, params: Params, x: Tensor) -> Optional[Tensor]:
+        # Same arithmetic as gain(), so both give the same bits.
+        return torch.pow(10.0, params["db"].to(x.device, x.dtype) / 20.0)
+
+
+@dataclasses.dataclass
+class FilterConfig:
+    """Zero-phase Butterworth high-pass (with probability ``highpass_prob``) or low-pass."""
+
+    p: float = MISSING
+    highpass_prob: float = MISSING
+    order: int = MISSING
+    lowpass_min_hz: float = MISSING
+    lowpass_max_hz: float = MISSING
+    highpass_min_hz: float = MISSING
+    highpass_max_hz: float = MISSING
+
+
+class RandomFilter(RandomTransform):
+    """High-pass (probability ``highpass_prob``) or low-pass Butterworth, cut-off drawn uniformly."""
+
+    Config = FilterConfig
+
+    def __init__(
+        self,
+        p: float,
+        sample_rate: int,
+        highpass_prob: float,
+        order: int,
+        lowpass_min_hz: float,
+        lowpass_max_hz: float,
+        highpass_min_hz: float,
+        highpass_max_hz: float,
+    ):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.highpass_prob = float(highpass_prob)
+        self.order = int(order)
+        self.lowpass_range = (float(lowpass_min_hz), float(lowpass_max_hz))
+        self.highpass_range = (float(highpass_min_hz), float(highpass_max_hz))
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        check_probability(cfg, path, "highpass_prob")
+        if cfg.order < 1:
+            _fail(path, "order", cfg.order, "the filter order must be >= 1")
+        nyquist = sample_rate / 2.0
+        for key in ("lowpass_min_hz", "lowpass_max_hz", "highpass_min_hz", "highpass_max_hz"):
+            if not 0.0 < cfg[key] < nyquist:
+                _fail(path, key, cfg[key], f"a cut-off must lie in (0, {nyquist:g}) Hz at {sample_rate} Hz")
+        _check_range(cfg, path, "lowpass_min_hz", "lowpass_max_hz")
+        _check_range(cfg, path, "highpass_min_hz", "highpass_max_hz")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "RandomFilter":
+        return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        dev = _draw_device(generator)
+        hp = torch.rand(batch_size, generator=generator, device=dev) < self.highpass_prob
+        u = torch.rand(batch_size, generator=generator, device=dev, dtype=torch.float64)
+        lo = torch.where(hp, self.highpass_range[0], self.lowpass_range[0])
+        hi = torch.where(hp, self.highpass_range[1], self.lowpass_range[1])
+        return {"highpass": hp, "cutoff_hz": lo + (hi - lo) * u}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return frequency_filter(x, params["cutoff_hz"], self.sample_rate, self.order, params["highpass"].to(x.device))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, highpass_prob={self.highpass_prob}, order={self.order}"
+
+
+@dataclasses.dataclass
+class DelayConfig:
+    """Echo: ``x + volume * x delayed``, delay drawn from ``min_ms, min_ms+step_ms, ..., max_ms``."""
+
+    p: float = MISSING
+    min_ms: float = MISSING
+    max_ms: float = MISSING
+    step_ms: float = MISSING
+    volume: float = MISSING
+
+
+class RandomDelay(RandomTransform):
+    """Echo with a delay drawn from the grid ``min_ms, min_ms + step_ms, ..., max_ms``."""
+
+    Config = DelayConfig
+
+    def __init__(self, p: float, sample_rate: int, min_ms: float, max_ms: float, step_ms: float, volume: float):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.volume = float(volume)
+        self.delays_ms = _grid(min_ms, max_ms, step_ms)
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        if cfg.min_ms < 0:
+            _fail(path, "min_ms", cfg.min_ms, "a delay must be >= 0")
+        if cfg.step_ms <= 0:
+            _fail(path, "step_ms", cfg.step_ms, "the delay grid step must be > 0")
+        _check_range(cfg, path, "min_ms", "max_ms")
+        if cfg.p > 0 and cfg.max_ms * sample_rate / 1000.0 >= crop_length:
+            _fail(path, "max_ms", cfg.max_ms, f"the delay must be shorter than the crop ({crop_length} samples)")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "RandomDelay":
+        return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        ms = _choice(batch_size, torch.tensor(self.delays_ms, dtype=torch.float64), generator)
+        return {"delay_ms": ms, "delay_samples": torch.round(ms * self.sample_rate / 1000.0).long()}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return delay(x, params["delay_samples"], self.volume)
+
+
+@dataclasses.dataclass
+class PitchConfig:
+    """Pitch shift by semitones drawn from ``min..max`` in ``step_semitones`` steps (0 excluded).
+
+    ``method``: ``phase_vocoder`` (keeps tempo; ``n_fft``/``hop_length`` are its STFT) or
+    ``resample`` (playback-rate change: also changes tempo; ignores ``n_fft``/``hop_length``).
+    """
+
+    p: float = MISSING
+    min_semitones: float = MISSING
+    max_semitones: float = MISSING
+    step_semitones: float = MISSING
+    n_fft: int = MISSING
+    hop_length: int = MISSING
+    method: str = MISSING
+
+
+class RandomPitchShift(RandomTransform):
+    """Pitch shift by semitones drawn from a grid (0 excluded), batched per distinct value."""
+
+    Config = PitchConfig
+
+    def __init__(
+        self,
+        p: float,
+        min_semitones: float,
+        max_semitones: float,
+        step_semitones: float,
+        n_fft: int,
+        hop_length: int,
+        method: str = "phase_vocoder",
+    ):
+        super().__init__(p)
+        if method not in PITCH_METHODS:
+            raise ConfigError(f"augment.pitch.method = {method!r}: must be one of {', '.join(PITCH_METHODS)}")
+        self.n_fft, self.hop_length, self.method = int(n_fft), int(hop_length), str(method)
+        grid = _grid(min_semitones, max_semitones, step_semitones)
+        self.semitones = [round(v, 9) for v in grid if abs(v) > 1e-9]
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        if cfg.step_semitones <= 0:
+            _fail(path, "step_semitones", cfg.step_semitones, "the semitone grid step must be > 0")
+        _check_range(cfg, path, "min_semitones", "max_semitones")
+        if cfg.hop_length <= 0 or cfg.hop_length > cfg.n_fft:
+            _fail(path, "hop_length", cfg.hop_length, f"must be in [1, {path}.n_fft={cfg.n_fft}]")
+        if cfg.n_fft < 2 or cfg.n_fft % 2:
+            _fail(path, "n_fft", cfg.n_fft, "must be an even number >= 2")
+        if cfg.method not in PITCH_METHODS:
+            _fail(path, "method", cfg.method, f"must be one of {', '.join(PITCH_METHODS)}")
+        if cfg.p > 0 and cfg.method == "phase_vocoder" and cfg.n_fft > crop_length:
+            _fail(path, "n_fft", cfg.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        if not self.semitones:
+            return {"semitones": torch.zeros(batch_size, dtype=torch.float64)}
+        return {"semitones": _choice(batch_size, torch.tensor(self.semitones, dtype=torch.float64), generator)}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length, self.method)
+
+    def extra_repr(self) -> str:
+        return (
+            f"p={self.p}, method={self.method}, semitones={self.semitones}, "
+            f"n_fft={self.n_fft}, hop_length={self.hop_length}"
+        )
+
+
+@dataclasses.dataclass
+class ReverbConfig:
+    """Convolution with a synthetic decaying-noise room response, mixed with the dry signal."""
+
+    p: float = MISSING
+    min_rt60_s: float = MISSING
+    max_rt60_s: float = MISSING
+    min_wet: float = MISSING
+    max_wet: float = MISSING
+    ir_length_s: float = MISSING
+
+
+class RandomReverb(RandomTransform):
+    """Synthetic-room reverb: RT60 and wet fraction drawn uniformly, fresh noise IR per example."""
+
+    Config = ReverbConfig
+
+    def __init__(
+        self,
+        p: float,
+        sample_rate: int,
+        min_rt60_s: float,
+        max_rt60_s: float,
+        min_wet: float,
+        max_wet: float,
+        ir_length_s: float,
+    ):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.rt60_range = (float(min_rt60_s), float(max_rt60_s))
+        self.wet_range = (float(min_wet), float(max_wet))
+        self.ir_length = max(1, int(round(ir_length_s * sample_rate)))
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        if cfg.min_rt60_s <= 0:
+            _fail(path, "min_rt60_s", cfg.min_rt60_s, "a reverberation time must be > 0 seconds")
+        _check_range(cfg, path, "min_rt60_s", "max_rt60_s")
+        for key in ("min_wet", "max_wet"):
+            if not 0.0 <= cfg[key] <= 1.0:
+                _fail(path, key, cfg[key], "the wet fraction must be in [0, 1]")
+        _check_range(cfg, path, "min_wet", "max_wet")
+        if cfg.ir_length_s <= 0:
+            _fail(path, "ir_length_s", cfg.ir_length_s, "the impulse response length must be > 0 seconds")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "RandomReverb":
+        return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        return {
+            "rt60_s": _uniform(batch_size, *self.rt60_range, generator),
+            "wet": _uniform(batch_size, *self.wet_range, generator),
+        }
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        ir_len = min(self.ir_length, x.shape[-1])
+        rir = synthetic_rir(params["rt60_s"], ir_len, self.sample_rate, generator, device=x.device)
+        return reverb(x, rir, params["wet"])
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, rt60_s={self.rt60_range}, wet={self.wet_range}, ir_length={self.ir_length}"
+
+
+#: Config key under ``augment:`` -> transform, in the order the chain applies them (CLMR's).
+TRANSFORMS: Dict[str, Type[RandomTransform]] = {
+    "polarity": RandomPolarity,
+    "noise": RandomNoise,
+    "gain": RandomGain,
+    "filter": RandomFilter,
+    "delay": RandomDelay,
+    "pitch": RandomPitchShift,
+    "reverb": RandomReverb,
+}
+
+
+__all__ = [
+    "TRANSFORMS",
+    "check_probability",
+    "DelayConfig",
+    "FilterConfig",
+    "GainConfig",
+    "NoiseConfig",
+    "Params",
+    "PitchConfig",
+    "PolarityConfig",
+    "RandomDelay",
+    "RandomFilter",
+    "RandomGain",
+    "RandomNoise",
+    "RandomPitchShift",
+    "RandomPolarity",
+    "RandomReverb",
+    "RandomTransform",
+    "ReverbConfig",
+]
