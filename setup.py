@@ -24,6 +24,8 @@ setup(
         "tqdm>=4.60",
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
+        "librosa>=0.10",
+        "faiss-cpu>=1.7",
     ],
     extras_require={
         "video": [
