@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -70,3 +71,35 @@ def rank_zero_print(*args: object) -> None:
     """``print`` on global rank 0 only."""
     if is_rank_zero():
         print(*args, flush=True)
+
+
+def stable_hash64(key: str) -> int:
+    """A 64-bit integer from the SHA-1 of ``key`` (UTF-8): the same on every machine and run."""
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+
+
+def hash_split(key: str, val_fraction: float) -> str:
+    """``"val"`` or ``"train"`` for ``key`` (a file path or a video id), from :func:`stable_hash64`.
+
+    Stable and seed-free: adding items never moves existing ones between the splits.
+    """
+    return "val" if stable_hash64(key) / 2**64 < val_fraction else "train"
+
+
+class MediaFileError(RuntimeError):
+    """A media file cannot be used. ``path`` and ``reason`` are attributes."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def open_container(path: str | os.PathLike, error: type, reason: str = "cannot open container") -> "av.container.InputContainer":  # noqa: F821
+    """``av.open(path)`` for reading; any failure raises ``error(path, f"{reason}: <cause>")``."""
+    import av
+
+    try:
+        return av.open(str(path))
+    except Exception as exc:
+        raise error(path, f"{reason}: {exc}") from exc

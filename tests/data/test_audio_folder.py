@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from vcmr.audio.io import save_audio
-from vcmr.data.audio_folder import AudioClipDataset, AudioFolderDataModule, index_folder, split_of
+from vcmr.data.audio_folder import AudioClipDataset, AudioFolderDataModule, index_folder
 from vcmr.demo.music import ensure_demo_music
+from vcmr.utils import hash_split
 
 SR = 8000
 
@@ -29,9 +30,9 @@ def loader_cfg(**kw):
 
 def test_split_is_stable_when_files_are_added():
     names = [f"a/{i}.wav" for i in range(200)]
-    before = {n: split_of(n, 0.2) for n in names}
+    before = {n: hash_split(n, 0.2) for n in names}
     more = names + [f"b/{i}.wav" for i in range(300)]
-    after = {n: split_of(n, 0.2) for n in more}
+    after = {n: hash_split(n, 0.2) for n in more}
     assert all(after[n] == before[n] for n in names)
     share = np.mean([v == "val" for v in after.values()])
     assert 0.12 < share < 0.28

@@ -7,8 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from vcmr.data.video_music import VideoMusicDataModule, VideoMusicDataset, feature_rows, index_dataset, video_split
+from vcmr.data.video_music import VideoMusicDataModule, VideoMusicDataset, feature_rows, index_dataset
 from vcmr.data.manifest import VideoRecord, write_manifest
+from vcmr.utils import hash_split
 
 SR = 1000          # small rate keeps the fixture tiny; the rule is rate-independent
 SEG_S = 5          # seconds per segment
@@ -89,7 +90,7 @@ def test_validation_is_deterministic_and_one_item_per_video(tmp_path):
     dm.setup()
     val_ids = [s.video_id for s in dm.val_segments]
     assert len(val_ids) == len(set(val_ids)) > 0
-    assert all(video_split(v, 0.3) == "val" for v in val_ids)
+    assert all(hash_split(v, 0.3) == "val" for v in val_ids)
     assert not {s.video_id for s in dm.train_segments} & set(val_ids)
     b1 = next(iter(dm.val_dataloader()))
     b2 = next(iter(dm.val_dataloader()))

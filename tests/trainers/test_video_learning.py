@@ -18,11 +18,12 @@ import torch
 from vcmr import load_encoder
 from vcmr.config import CONFIG_DIR, load_config
 from vcmr.demo.videos import ensure_demo_dataset
-from vcmr.data.video_music import VideoMusicDataset, index_dataset, video_split
+from vcmr.data.video_music import VideoMusicDataset, index_dataset
 from vcmr.trainers.music import MusicPretrainConfig
 from vcmr.trainers.music import train as train_music
 from vcmr.trainers.video import VideoPretrainConfig
 from vcmr.trainers.video import train as train_video
+from vcmr.utils import hash_split
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +45,8 @@ def probe_accuracy(encoder_path, dataset, sample_rate, length, val_fraction, att
         with torch.no_grad():
             return enc(x).numpy(), [specs[s.video_id][attribute] for s in segs]
 
-    z_tr, y_tr = embed([s for s in segments if video_split(s.video_id, val_fraction) == "train"])
-    z_va, y_va = embed([s for s in segments if video_split(s.video_id, val_fraction) == "val"])
+    z_tr, y_tr = embed([s for s in segments if hash_split(s.video_id, val_fraction) == "train"])
+    z_va, y_va = embed([s for s in segments if hash_split(s.video_id, val_fraction) == "val"])
     mu, sd = z_tr.mean(0), z_tr.std(0) + 1e-6
     clf = LogisticRegression(max_iter=2000).fit((z_tr - mu) / sd, y_tr)
     return clf.score((z_va - mu) / sd, y_va)

@@ -20,6 +20,8 @@ from typing import Optional
 import numpy as np
 import soxr
 
+from vcmr.utils import MediaFileError, atomic_path, open_container
+
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | {".mp3", ".m4a", ".aac", ".opus", ".webm", ".mp4", ".mkv", ".mov"}
 
@@ -29,13 +31,8 @@ TRUNCATION_RATIO = 0.9
 TRUNCATION_MIN_GAP_S = 0.5
 
 
-class AudioDecodeError(RuntimeError):
+class AudioDecodeError(MediaFileError):
     """A file could not be decoded. ``path`` and ``reason`` are attributes."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,11 +151,7 @@ def _read_soundfile(path: Path, offset: float, duration: Optional[float]) -> tup
 def _read_pyav(path: Path, offset: float, duration: Optional[float]) -> tuple[np.ndarray, int, float]:
     import av
 
-    try:
-        container = av.open(str(path))
-    except Exception as exc:
-        raise AudioDecodeError(path, f"cannot open container: {exc}") from exc
-    with container:
+    with open_container(path, AudioDecodeError) as container:
         if not container.streams.audio:
             raise AudioDecodeError(path, "no audio stream")
         stream = container.streams.audio[0]
@@ -278,8 +271,6 @@ def load_audio(
 def save_audio(path: str | os.PathLike, x: np.ndarray, sample_rate: int) -> None:
     """Write mono float audio as wav/flac (by extension) through a temp file + rename."""
     import soundfile as sf
-
-    from vcmr.utils import atomic_path
 
     path = Path(path)
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())

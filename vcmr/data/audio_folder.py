@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -24,7 +23,7 @@ from vcmr.data.loaders import build_loader
 from tqdm.auto import tqdm
 
 from vcmr.audio.io import AudioDecodeError, audio_info, load_audio
-from vcmr.utils import atomic_write_text
+from vcmr.utils import atomic_write_text, hash_split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +41,6 @@ class RejectedFile:
 
     relpath: str
     reason: str
-
-
-def split_of(relpath: str, val_fraction: float) -> str:
-    """``"val"`` or ``"train"``, from a SHA-1 of the relative path (stable, seed-free)."""
-    h = int.from_bytes(hashlib.sha1(relpath.encode("utf-8")).digest()[:8], "big") / 2**64
-    return "val" if h < val_fraction else "train"
 
 
 def find_audio_files(root: str | os.PathLike, extensions: Sequence[str]) -> List[Path]:
@@ -208,7 +201,7 @@ class AudioFolderDataModule(pl.LightningDataModule):
             workers=self.index_workers,
         )
         for f in usable:
-            (self.val_files if split_of(f.relpath, self.val_fraction) == "val" else self.train_files).append(f)
+            (self.val_files if hash_split(f.relpath, self.val_fraction) == "val" else self.train_files).append(f)
         if not self.train_files:
             raise RuntimeError(
                 f"data.root: no usable training files in {self.root} "

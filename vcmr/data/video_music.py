@@ -18,7 +18,6 @@ e.g. 98,415 samples at 16 kHz (6.15 s) map to 6 rows.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -28,15 +27,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vcmr.data.loaders import build_loader
-
 from vcmr.audio.io import audio_info, load_audio
-
-
-def video_split(video_id: str, val_fraction: float) -> str:
-    """``"val"`` or ``"train"`` from a SHA-1 of the video id."""
-    h = int.from_bytes(hashlib.sha1(video_id.encode("utf-8")).digest()[:8], "big") / 2**64
-    return "val" if h < val_fraction else "train"
+from vcmr.data.loaders import build_loader
+from vcmr.utils import hash_split
 
 
 def feature_rows(start_sample: int, length: int, sample_rate: int, n_rows: int) -> Tuple[int, int]:
@@ -185,7 +178,7 @@ class VideoMusicDataModule(pl.LightningDataModule):
         for seg in segments:
             by_video.setdefault(seg.video_id, []).append(seg)
         for vid, segs in sorted(by_video.items()):
-            if video_split(vid, self.val_fraction) == "val":
+            if hash_split(vid, self.val_fraction) == "val":
                 self.val_segments.append(segs[len(segs) // 2])
             else:
                 self.train_segments.extend(segs)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
-import hashlib
 import multiprocessing
 import sys
 import time
@@ -50,7 +49,7 @@ from vcmr.data.manifest import (
     write_record,
 )
 from vcmr.preprocess.video_job import SHORT_RULES, Analysis, JobSettings, analyse, feature_relpath
-from vcmr.utils import atomic_save_npy
+from vcmr.utils import atomic_save_npy, stable_hash64
 
 CONFIG_NAME = "preprocess_config.yaml"
 
@@ -183,8 +182,7 @@ def parse_shard(spec: str) -> Tuple[int, int]:
 
 def shard_of(video_id: str, n_shards: int) -> int:
     """Deterministic shard of a video id (SHA-1 of the id, modulo ``n_shards``)."""
-    digest = hashlib.sha1(video_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % n_shards
+    return stable_hash64(video_id) % n_shards
 
 
 def manifest_name(shard: Tuple[int, int]) -> str:

@@ -23,7 +23,8 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vcmr.video.probe import MediaError
+from vcmr.utils import open_container
+from vcmr.video.probe import OPEN_FAILED, MediaError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +119,7 @@ def iter_samples(
     path = Path(path)
     times = [g.times(duration) for g in grids]
     nxt = [0] * len(grids)
-    try:
-        container = av.open(str(path))
-    except Exception as exc:
-        raise MediaError(path, f"cannot open container (corrupt or truncated): {exc}") from exc
-    with container:
+    with open_container(path, MediaError, OPEN_FAILED) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         vs = container.streams.video[0]

@@ -13,17 +13,17 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from vcmr.utils import MediaFileError, open_container
+
+#: Reason given when a container cannot be opened.
+OPEN_FAILED = "cannot open container (corrupt or truncated)"
+
 #: Video container extensions picked up when a folder is given as input.
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov")
 
 
-class MediaError(RuntimeError):
+class MediaError(MediaFileError):
     """A video file cannot be used. ``path`` and ``reason`` are attributes."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +85,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         raise MediaError(path, "file does not exist")
     if path.stat().st_size == 0:
         raise MediaError(path, "file is empty (0 bytes)")
-    try:
-        container = av.open(str(path))
-    except Exception as exc:
-        raise MediaError(path, f"cannot open container (corrupt or truncated): {exc}") from exc
-    with container:
+    with open_container(path, MediaError, OPEN_FAILED) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         if not container.streams.audio:
