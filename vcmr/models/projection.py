@@ -6,12 +6,9 @@ from typing import List
 
 from torch import Tensor, nn
 
-from vcmr.models.registry import register
-
 __all__ = ["ProjectionHead"]
 
 
-@register("projection")
 class ProjectionHead(nn.Module):
     """``n_layers`` linear layers with ReLU between them: Linear-ReLU-...-Linear.
 

@@ -1,4 +1,8 @@
-"""Explicit registry of the modules a config can name (``name:`` + ``args:``)."""
+"""Explicit registry of the modules a config can name (``name:`` + ``args:``).
+
+Adding a model: write the ``nn.Module`` in its own file under ``vcmr/models/`` and add
+one line to :data:`MODULES`.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,21 @@ from typing import Any, Callable, Dict, Mapping
 
 from torch import nn
 
-#: name -> constructor. Later stages register their modules here at import time.
-MODULES: Dict[str, Callable[..., nn.Module]] = {}
+from vcmr.models.projection import ProjectionHead
+from vcmr.models.samplecnn import SampleCNN
+from vcmr.models.video import LSTMVideoEncoder, TransformerVideoEncoder
 
-
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Class decorator adding a constructor to :data:`MODULES` under ``name``."""
-
-    def deco(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in MODULES and MODULES[name] is not cls:
-            raise KeyError(f"module name '{name}' registered twice")
-        MODULES[name] = cls
-        return cls
-
-    return deco
+#: name -> constructor.
+MODULES: Dict[str, Callable[..., nn.Module]] = {
+    "samplecnn": SampleCNN,
+    "lstm": LSTMVideoEncoder,
+    "transformer": TransformerVideoEncoder,
+    "projection": ProjectionHead,
+}
 
 
 def build_module(name: str, args: Mapping[str, Any]) -> nn.Module:
     """Instantiate ``MODULES[name](**args)`` with errors that name the culprit."""
-    import vcmr.models  # noqa: F401  (populates MODULES)
-
     if name not in MODULES:
         raise KeyError(f"unknown module name '{name}'; known: {sorted(MODULES)}")
     try:

@@ -16,8 +16,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from vcmr.models.registry import register
-
 __all__ = ["LSTMVideoEncoder", "TransformerVideoEncoder", "sinusoidal_positions", "valid_mask"]
 
 POOLINGS_LSTM = ("last", "mean")
@@ -67,7 +65,6 @@ def _output_layer(in_dim: int, out_dim: Optional[int]) -> Tuple[nn.Module, int]:
     return nn.Linear(in_dim, out_dim), out_dim
 
 
-@register("lstm")
 class LSTMVideoEncoder(nn.Module):
     """Stacked LSTM over frame features, pooled to one vector.
 
@@ -145,7 +142,6 @@ def sinusoidal_positions(max_len: int, d_model: int) -> Tensor:
     return table
 
 
-@register("transformer")
 class TransformerVideoEncoder(nn.Module):
     """Transformer encoder over frame features, pooled to one vector.
 
