@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from vcmr.metrics.retrieval import (
+    chance_levels,
     cross_modal_retrieval,
+    rank_in_gallery,
+    rank_summary,
     mean_rank,
     median_rank,
     rank_of_matches,
@@ -136,3 +139,65 @@ def test_bad_input_raises() -> None:
         cross_modal_retrieval(torch.zeros(2, 4), torch.full((2, 4), math.inf))
     with pytest.raises(ValueError, match="chunk_size"):
         cross_modal_retrieval(torch.eye(2), torch.eye(2), chunk_size=0)
+
+
+def naive_gallery_ranks(sim: List[List[float]], targets: List[int], ties: str) -> List[int]:
+    out = []
+    for row, t in zip(sim, targets):
+        better = 0
+        for j, s in enumerate(row):
+            if j == t:
+                continue
+            if s > row[t] or (ties == "pessimistic" and s == row[t]):
+                better += 1
+        out.append(better + 1)
+    return out
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
+@pytest.mark.parametrize("chunk", [1, 4, 1024])
+def test_rank_in_gallery_many_to_one_matches_naive(ties: str, chunk: int) -> None:
+    g = torch.Generator().manual_seed(3)
+    gallery = torch.randint(0, 3, (9, 4), generator=g).float()  # coarse values: many ties
+    targets = torch.randint(0, 9, (17,), generator=g)  # several queries share a target
+    queries = gallery[targets] + torch.randint(-1, 2, (17, 4), generator=g).float()
+    got = rank_in_gallery(queries, gallery, targets, ties=ties, chunk_size=chunk)
+    sim = (queries @ gallery.t()).tolist()
+    assert got.tolist() == naive_gallery_ranks(sim, targets.tolist(), ties)
+    assert got.dtype == torch.int64 and int(got.min()) >= 1 and int(got.max()) <= 9
+
+
+def test_rank_in_gallery_one_to_one_equals_rank_of_matches() -> None:
+    g = torch.Generator().manual_seed(5)
+    a, v = torch.randn(30, 8, generator=g), torch.randn(30, 8, generator=g)
+    ranks = rank_in_gallery(a, v, torch.arange(30))
+    assert ranks.tolist() == rank_of_matches(a @ v.t()).tolist()
+
+
+def test_summary_and_chance_levels() -> None:
+    s = rank_summary(torch.tensor([1, 3, 12, 2]), ks=(1, 5))
+    assert s == {"R@1": 0.25, "R@5": 0.75, "median_rank": 2.5, "mean_rank": 4.5}
+    assert chance_levels(100, ks=(1, 5, 10)) == {
+        "R@1": 0.01, "R@5": 0.05, "R@10": 0.1, "median_rank": 50.5, "mean_rank": 50.5,
+    }
+    assert chance_levels(3, ks=(10,))["R@10"] == 1.0
+    # A random many-to-one ranking lands at the chance level.
+    g = torch.Generator().manual_seed(0)
+    gallery = torch.randn(40, 16, generator=g)
+    targets = torch.randint(0, 40, (4000,), generator=g)
+    ranks = rank_in_gallery(torch.randn(4000, 16, generator=g), gallery, targets)
+    assert abs(rank_summary(ranks)["R@10"] - 0.25) < 0.03
+    assert abs(rank_summary(ranks)["mean_rank"] - 20.5) < 1.0
+
+
+def test_rank_in_gallery_bad_input() -> None:
+    with pytest.raises(ValueError, match="same D"):
+        rank_in_gallery(torch.zeros(2, 3), torch.zeros(4, 5), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="index the gallery of 4"):
+        rank_in_gallery(torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="targets must be"):
+        rank_in_gallery(torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="empty"):
+        rank_in_gallery(torch.zeros(0, 3), torch.zeros(4, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_gallery"):
+        chance_levels(0)

@@ -15,6 +15,14 @@ Conventions (``docs/losses.md``):
 
 Similarities are computed in row chunks, so ``N`` of tens of thousands only ever holds a
 ``[chunk_size, N]`` block in memory.
+
+Galleries (:func:`rank_in_gallery`): ``Q`` queries are ranked against ``G`` gallery items
+and query ``q``'s true item is ``gallery[targets[q]]``. One-to-one retrieval is
+``targets = arange(N)``; **many-to-one** retrieval (several queries share one true item,
+e.g. every segment of a video against one embedding per song) repeats a target. The same
+tie rule applies, and the chance level of a gallery of ``G`` items is ``min(k, G) / G``
+for ``R@k`` and ``(G + 1) / 2`` for the median and mean rank whatever the number of
+queries (:func:`chance_levels`).
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ __all__ = [
     "median_rank",
     "mean_rank",
     "cross_modal_retrieval",
+    "rank_in_gallery",
+    "rank_summary",
+    "chance_levels",
 ]
 
 #: Accepted values of the ``ties`` argument.
@@ -215,4 +226,77 @@ def cross_modal_retrieval(
     out["chance/median_rank"] = (n + 1) / 2
     out["chance/mean_rank"] = (n + 1) / 2
     out["n"] = float(n)
+    return out
+
+
+def rank_in_gallery(
+    queries: Tensor,
+    gallery: Tensor,
+    targets: Tensor,
+    ties: str = "pessimistic",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """1-based rank of each query's true gallery item, by inner product.
+
+    Args:
+        queries: ``[Q, D]`` query embeddings (normalise them first for cosine similarity).
+        gallery: ``[G, D]`` gallery embeddings.
+        targets: ``[Q]`` integer index into ``gallery`` of each query's true item; repeated
+            targets give many-to-one retrieval.
+        ties: a rule from :data:`TIE_RULES`.
+        chunk_size: query rows compared at a time (bounds the ``[chunk, G]`` block).
+
+    Returns:
+        ``[Q]`` int64 ranks in ``1 .. G``.
+
+    Raises:
+        ValueError: shapes disagree, a target is out of ``[0, G)``, values are not finite,
+            or ``ties`` / ``chunk_size`` is invalid.
+    """
+    _check_ties(ties)
+    _check_chunk(chunk_size)
+    if queries.dim() != 2 or gallery.dim() != 2 or queries.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"queries and gallery must be [Q, D] and [G, D] with the same D, got "
+            f"{tuple(queries.shape)} and {tuple(gallery.shape)}"
+        )
+    if queries.shape[0] == 0 or gallery.shape[0] == 0:
+        raise ValueError(f"queries ({queries.shape[0]}) and gallery ({gallery.shape[0]}) must not be empty")
+    if targets.dim() != 1 or targets.shape[0] != queries.shape[0] or targets.is_floating_point():
+        raise ValueError(f"targets must be [Q] integers with Q={queries.shape[0]}, got {tuple(targets.shape)}")
+    if int(targets.min()) < 0 or int(targets.max()) >= gallery.shape[0]:
+        raise ValueError(
+            f"targets must index the gallery of {gallery.shape[0]} items, got {int(targets.min())}..{int(targets.max())}"
+        )
+    _check_finite("queries", queries)
+    _check_finite("gallery", gallery)
+    targets = targets.long().to(queries.device)
+    out = []
+    for s in range(0, queries.shape[0], chunk_size):
+        block = queries[s : s + chunk_size] @ gallery.t()  # [chunk, G]
+        true = block.gather(1, targets[s : s + chunk_size, None])
+        out.append((block >= true).sum(dim=1) if ties == "pessimistic" else (block > true).sum(dim=1) + 1)
+    return torch.cat(out)
+
+
+def chance_levels(n_gallery: int, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """Expected scores of a random ranking of ``n_gallery`` items with one true item per query.
+
+    Returns:
+        ``{"R@k": min(k, G) / G, ..., "median_rank": (G + 1) / 2, "mean_rank": (G + 1) / 2}``.
+    """
+    ks = _check_ks(ks)
+    if n_gallery < 1:
+        raise ValueError(f"n_gallery must be >= 1, got {n_gallery}")
+    out = {f"R@{k}": min(k, n_gallery) / n_gallery for k in ks}
+    out["median_rank"] = (n_gallery + 1) / 2
+    out["mean_rank"] = (n_gallery + 1) / 2
+    return out
+
+
+def rank_summary(ranks: Tensor, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """``{"R@k": ..., "median_rank": ..., "mean_rank": ...}`` of ``[Q]`` 1-based ranks."""
+    out = recall_at_k(ranks, ks)
+    out["median_rank"] = median_rank(ranks)
+    out["mean_rank"] = mean_rank(ranks)
     return out

@@ -296,7 +296,9 @@ class VectorIndex:
             raise IndexFileError(f"{path}: not a readable FAISS index ({first})") from exc
         kind = next((name for name, k in INDEX_KINDS.items() if k.matches(index)), None)
         if kind is None:
-            raise IndexFileError(f"{path}: FAISS index of type {type(index).__name__} is not one of {sorted(INDEX_KINDS)}")
+            raise IndexFileError(
+                f"{path}: FAISS index of type {type(index).__name__} is not one of {sorted(INDEX_KINDS)}"
+            )
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexFileError(f"{path}: index does not use the inner-product metric")
         out = cls.__new__(cls)
