@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vcmr.config import ConfigError, save_config, to_container
@@ -50,6 +49,7 @@ from vcmr.data.manifest import (
 )
 from vcmr.preprocess.video_job import SHORT_RULES, Analysis, JobSettings, analyse, feature_relpath
 from vcmr.utils import atomic_save_npy, stable_hash64
+from vcmr.video.features import average_per_second
 
 CONFIG_NAME = "preprocess_config.yaml"
 
@@ -254,21 +254,6 @@ def job_settings(cfg: DictConfig, frame_size: int, root: Path) -> JobSettings:
             socket_timeout=float(cfg.download.socket_timeout),
         ),
     )
-
-
-def average_per_second(emb: np.ndarray, rows: np.ndarray, n_rows: int, normalize: bool) -> np.ndarray:
-    """Mean of frame embeddings ``[N, D]`` per row index ``rows`` ``[N]`` -> ``[n_rows, D]``.
-
-    With ``normalize`` each frame embedding is L2-normalised before averaging.
-    """
-    if normalize:
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    out = np.zeros((n_rows, emb.shape[1]), np.float64)
-    np.add.at(out, rows, emb)
-    counts = np.bincount(rows, minlength=n_rows)
-    if np.any(counts == 0):
-        raise ValueError(f"feature rows without frames: {np.flatnonzero(counts == 0).tolist()}")
-    return (out / counts[:, None]).astype(np.float32)
 
 
 def _is_done(rec: VideoRecord, root: Path, retry_failed: bool) -> bool:
