@@ -147,3 +147,23 @@ def test_bad_input_errors(tmp_path) -> None:
     faiss.write_index(faiss.IndexFlatL2(8), str(tmp_path / "l2.faiss"))
     with pytest.raises(IndexFileError, match="l2.faiss"):
         VectorIndex.load(tmp_path / "l2.faiss")
+
+
+def test_search_params_change_after_build(tmp_path) -> None:
+    x, q = unit(600, 16, 10), unit(20, 16, 11)
+    index = VectorIndex(16, "hnsw", m=4, ef_construction=16, ef_search=1)
+    index.add(x)
+    ref = brute(q, x, 10)[1]
+    recall = lambda ids: np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, ref)])  # noqa: E731
+    low = recall(index.search(q, 10)[1])
+    index.set_search_params(ef_search=400)
+    assert index.params["ef_search"] == 400 and recall(index.search(q, 10)[1]) > low
+    assert VectorIndex.load(index.save(tmp_path / "h.faiss")).params["ef_search"] == 400
+    ivf = VectorIndex(16, "ivf", nlist=8, nprobe=1)
+    ivf.set_search_params(nprobe=100)  # before training: kept, then capped at nlist
+    ivf.add(x)
+    assert ivf.params == {"nlist": 8, "nprobe": 8}
+    with pytest.raises(ValueError, match="search-time parameters \\['ef_search'\\], not 'm'"):
+        index.set_search_params(m=8)
+    with pytest.raises(ValueError, match="not 'nprobe'"):
+        VectorIndex(16).set_search_params(nprobe=2)

@@ -69,11 +69,15 @@ class _FlatKind:
     """Exact search over all vectors."""
 
     params: Tuple[str, ...] = ()
+    search_params: Tuple[str, ...] = ()
     lazy = False
 
     def create(self, dim: int, params: Mapping[str, Any], first: Optional[np.ndarray]):
         faiss = _faiss()
         return faiss.IndexFlatIP(dim)
+
+    def set_search_param(self, index, name: str, value: int) -> None:
+        raise AssertionError("flat has no search-time parameters")
 
     def matches(self, index) -> bool:
         return type(index).__name__ == "IndexFlatIP" or (
@@ -91,7 +95,11 @@ class _HNSWKind:
     """Hierarchical navigable small-world graph over flat storage."""
 
     params = ("m", "ef_construction", "ef_search")
+    search_params = ("ef_search",)
     lazy = False
+
+    def set_search_param(self, index, name: str, value: int) -> None:
+        index.hnsw.efSearch = value
 
     def create(self, dim: int, params: Mapping[str, Any], first: Optional[np.ndarray]):
         faiss = _faiss()
@@ -116,7 +124,11 @@ class _IVFKind:
     """Inverted lists over k-means cells of a flat inner-product quantizer."""
 
     params = ("nlist", "nprobe")
+    search_params = ("nprobe",)
     lazy = True  # trained on the first vectors added
+
+    def set_search_param(self, index, name: str, value: int) -> None:
+        index.nprobe = min(value, int(index.nlist))
 
     def create(self, dim: int, params: Mapping[str, Any], first: Optional[np.ndarray]):
         faiss = _faiss()
@@ -216,6 +228,25 @@ class VectorIndex:
             self._index = self._kind.create(self.dim, self.params, x)
             self.params = self._kind.read_params(self._index)
         self._index.add(x)
+
+    def set_search_params(self, **params: int) -> None:
+        """Change search-time parameters of a built index: ``ef_search`` (hnsw), ``nprobe`` (ivf).
+
+        ``nprobe`` is capped at ``nlist``. Build-time parameters cannot change.
+        """
+        allowed = self._kind.search_params
+        for name, value in params.items():
+            if name not in allowed:
+                raise ValueError(
+                    f"index kind '{self.kind}' has the search-time parameters {list(allowed)}, not '{name}'"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+                raise ValueError(f"index parameter '{name}' must be a positive integer, got {value!r}")
+            if self._index is not None:
+                self._kind.set_search_param(self._index, name, int(value))
+                self.params = self._kind.read_params(self._index)
+            else:
+                self.params[name] = int(value)
 
     def _prepare_search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, int]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
