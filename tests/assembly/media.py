@@ -1,0 +1,66 @@
+"""Generated media for assembly tests: flat-colour clips and click-track songs."""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+from vcmr.audio.io import save_audio
+from vcmr.video.writer import write_video
+
+
+def palette(n: int) -> np.ndarray:
+    """``[n, 3]`` uint8 colours of distinct hues, alternating bright and dark."""
+    out = []
+    for i in range(n):
+        v = 0.95 if i % 2 == 0 else 0.55
+        out.append(np.array(colorsys.hsv_to_rgb(i / n, 0.9, v)) * 255)
+    return np.array(out, np.uint8)
+
+
+def flat_clip(path: Path, color: np.ndarray, seconds: float, fps: int = 12, width: int = 64, height: int = 48,
+              audio: bool = False) -> Path:
+    """A clip of one flat colour (plus a faint moving bar, so it is not a still)."""
+    n = int(round(seconds * fps))
+
+    def frames():
+        for i in range(n):
+            img = np.empty((height, width, 3), np.uint8)
+            img[:] = color
+            x = (2 * i) % (width - 4)
+            img[: height // 8, x : x + 4] = np.clip(color.astype(int) + 12, 0, 255)
+            yield img
+
+    sr = 8000
+    sound = (0.1 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * sr)) / sr)).astype(np.float32) if audio else None
+    return write_video(path, frames(), fps, sound, sr if audio else 0, crf=18)
+
+
+def flat_library(folder: Path, n: int, seconds: float, **kw) -> List[Path]:
+    """``n`` flat-colour clips ``clip_XX.mp4`` of distinct colours."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [flat_clip(folder / f"clip_{i:02d}.mp4", c, seconds, **kw) for i, c in enumerate(palette(n))]
+
+
+def click_song(path: Path, bpm: float, seconds: float, sr: int = 22050, first: float = 0.25,
+               stereo: bool = False) -> Path:
+    """A click track (accent every 4th beat) over a quiet chord, as wav."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.08 * (np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 277.2 * t) + np.sin(2 * np.pi * 329.6 * t))
+    period = 60.0 / bpm
+    for k, bt in enumerate(np.arange(first, seconds - 0.1, period)):
+        i = int(round(bt * sr))
+        m = min(int(0.04 * sr), y.size - i)
+        amp = 0.6 if k % 4 == 0 else 0.3
+        y[i : i + m] += amp * np.sin(2 * np.pi * 1500 * t[:m]) * np.exp(-t[:m] * 80)
+    y = (0.9 * y / np.abs(y).max()).astype(np.float32)
+    if not stereo:
+        save_audio(path, y, sr)
+        return path
+    import soundfile as sf
+
+    sf.write(str(path), np.stack([y, 0.5 * y], axis=1), sr, subtype="PCM_16")
+    return path

@@ -1,0 +1,1 @@
+"""Music-video assembly: beat grid, shot timeline, clip choice, rendering."""
