@@ -29,3 +29,15 @@ def load_model(path):
     from vcmr.models.export import load_model as _load
 
     return _load(path)
+
+
+#: Public names imported on first use: ``vcmr.<name>`` -> the module that defines it.
+_LAZY = {"Embedder": "vcmr.retrieval.embedder"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vcmr' has no attribute {name!r}")

@@ -16,8 +16,9 @@ from vcmr.video.features import (
     span_features,
     video_stream_info,
 )
-from vcmr.video.frames import FrameGrid
+from vcmr.video.frames import FrameGrid, iter_samples
 from vcmr.video.probe import MediaError
+from vcmr.video.writer import write_video
 
 from .media import PALETTE
 
@@ -115,3 +116,21 @@ def test_stream_info_without_audio_and_errors(make_color_video, tmp_path):
         per_second_features(bad, MeanColour(), 5.0)
     with pytest.raises(MediaError, match="less than one second"):
         per_second_features(path, MeanColour(), 5.0, start=2.5)
+
+
+def test_samples_on_frame_timestamps_do_not_depend_on_the_decoding_start(tmp_path):
+    """At 10 fps the 5 fps sample times 0.1, 0.3, ... equal frame timestamps; each must take
+    that frame (not its predecessor through float rounding), whether decoding starts at 0 or later."""
+    frames = []
+    for i in range(50):  # a bar moving one step per frame: every frame differs
+        img = np.zeros((32, 32, 3), np.uint8)
+        img[:, (i % 16) * 2 : (i % 16) * 2 + 2] = 255
+        frames.append(img)
+    path = write_video(tmp_path / "moving.mp4", frames, 10, crf=10)
+    grid = FrameGrid(5.0, 0, False)
+    from_zero = [s.image for s in iter_samples(path, 0.0, 5.0, [grid])]
+    from_one = [s.image for s in iter_samples(path, 1.0, 3.0, [grid])]
+    for i, img in enumerate(from_one):
+        np.testing.assert_array_equal(img, from_zero[5 + i])
+    feats = per_second_features(path, MeanColour(), 5.0)
+    np.testing.assert_array_equal(per_second_features(path, MeanColour(), 5.0, start=1.0, duration=3.0), feats[1:4])

@@ -26,6 +26,10 @@ import numpy as np
 from vcmr.utils import open_container
 from vcmr.video.probe import OPEN_FAILED, MediaError
 
+#: A sample whose time equals a frame's timestamp up to this many seconds (float rounding
+#: of ``pts * time_base``) takes that frame, wherever decoding started.
+TIME_EPS = 1e-6
+
 
 @dataclasses.dataclass(frozen=True)
 class FrameGrid:
@@ -141,7 +145,7 @@ def iter_samples(
         def emit(until: float) -> Iterator[Sample]:
             frame, _ = held
             for gi, grid in enumerate(grids):
-                while nxt[gi] < len(times[gi]) and times[gi][nxt[gi]] < until:
+                while nxt[gi] < len(times[gi]) and times[gi][nxt[gi]] < until - TIME_EPS:
                     if gi not in cache:  # convert once per frame and grid
                         cache[gi] = _convert(frame, grid, interpolation)
                     yield Sample(gi, nxt[gi], float(times[gi][nxt[gi]]), cache[gi])
