@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -20,24 +21,42 @@ def cache_dir() -> Path:
     return path
 
 
+#: Prefix of the hidden folders that hold files being written (see :func:`atomic_path`).
+TMP_PREFIX = ".tmp-"
+
+
+def is_hidden(path: str | os.PathLike, root: str | os.PathLike | None = None) -> bool:
+    """True when a part of ``path`` (below ``root``, if given) starts with a dot.
+
+    Recursive scans skip such paths: they hold files being written or left by a killed writer.
+    """
+    p = Path(path)
+    parts = p.relative_to(root).parts if root is not None else p.parts
+    return any(part.startswith(".") and part not in (".", "..") for part in parts)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+    """Yield a temporary path for ``path``; rename it onto ``path`` on success.
 
-    A crash or exception leaves ``path`` untouched (either absent or the previous
-    version) and removes the temporary file, so a half-written file is never seen.
+    The temporary file has ``path``'s own name (so writers that infer a format from the
+    extension still can) inside a hidden sibling folder ``.tmp-XXXX/``: it never matches a
+    glob of the destination folder (``records/*.json``), and recursive scans skip hidden
+    folders (:func:`is_hidden`). The writer creates the file, so it gets the process
+    umask's permissions, like any other file. A crash or exception leaves ``path``
+    untouched (absent or the previous version) and removes the temporary folder.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=path.parent))
+    tmp_path = tmp_dir / path.name
     try:
         yield tmp_path
+        if not tmp_path.exists():
+            raise FileNotFoundError(f"{path}: the writer produced no file")
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

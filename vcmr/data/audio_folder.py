@@ -23,7 +23,7 @@ from vcmr.data.loaders import build_loader
 from tqdm.auto import tqdm
 
 from vcmr.audio.io import AudioDecodeError, audio_info, load_audio
-from vcmr.utils import atomic_write_text, hash_split
+from vcmr.utils import atomic_write_text, hash_split, is_hidden
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,9 @@ def find_audio_files(root: str | os.PathLike, extensions: Sequence[str]) -> List
     if not root.is_dir():
         raise FileNotFoundError(f"data.root: audio folder not found: {root}")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts and not is_hidden(p, root)
+    )
 
 
 def _probe(args: Tuple[str, str, int, float, str]) -> Tuple[str, Optional[float], str]:
@@ -159,7 +161,6 @@ class AudioFolderDataModule(pl.LightningDataModule):
         verify: ``full`` or ``header`` (see :func:`index_folder`).
         index_workers: processes for the setup check.
         loader: DataLoader settings (batch size per device, workers, ...).
-        report_path: where the list of rejected files is written (rank 0).
     """
 
     def __init__(
@@ -172,7 +173,6 @@ class AudioFolderDataModule(pl.LightningDataModule):
         verify: str,
         index_workers: int,
         loader: Mapping[str, Any],
-        report_path: Optional[str] = None,
     ):
         super().__init__()
         self.root = root
@@ -183,7 +183,6 @@ class AudioFolderDataModule(pl.LightningDataModule):
         self.verify = verify
         self.index_workers = index_workers
         self.loader = dict(loader)
-        self.report_path = report_path
         self.train_files: List[AudioFile] = []
         self.val_files: List[AudioFile] = []
         self.rejected: List[RejectedFile] = []
@@ -207,8 +206,6 @@ class AudioFolderDataModule(pl.LightningDataModule):
                 f"data.root: no usable training files in {self.root} "
                 f"({len(usable)} usable, {len(self.rejected)} rejected)"
             )
-        if self.report_path is not None and int(os.environ.get("LOCAL_RANK", "0")) == 0:
-            write_report(self.report_path, self.rejected)
         self._indexed = True
 
     def summary(self) -> Dict[str, int]:

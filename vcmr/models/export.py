@@ -92,16 +92,37 @@ def save_encoder(
     return path
 
 
-def _torch_load(path: Path) -> Any:
+def load_tensors_only(path: str | os.PathLike, allowed: Tuple[type, ...] = ()) -> Any:
+    """``torch.load(path, weights_only=True)``, also when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
+
+    Every checkpoint the project reads goes through here (exports, foreign checkpoints,
+    taggers, ``resume``), so a file carrying pickled code is never unpickled.
+
+    Args:
+        path: the file.
+        allowed: extra classes the file may hold (e.g. ``argparse.Namespace`` in VCMR's hparams).
+
+    Raises:
+        CheckpointError: naming the file, when it holds anything else than tensors, plain
+            containers and ``allowed`` classes, or cannot be read.
+    """
+    saved = os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(list(allowed)):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{path}: cannot be read as tensors only ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            f"{path}: cannot be read as tensors only ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}). "
             "Files that need arbitrary pickled objects are not loaded; re-save the state_dict "
             "with torch.save(model.state_dict(), ...) or export with vcmr.save_encoder."
         ) from exc
+    finally:
+        if saved is not None:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = saved
+
+
+def _torch_load(path: Path) -> Any:
+    return load_tensors_only(path, allowed=(argparse.Namespace,))
 
 
 def _infer_samplecnn_args(state: Mapping[str, torch.Tensor], pool_size: int) -> Dict[str, Any]:
@@ -257,6 +278,66 @@ def load_model(path: str | os.PathLike) -> nn.Module:
             "audio-encoder files load with vcmr.load_encoder"
         )
     model = build_joint_model(json.loads(meta["spec"]))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{file}: weights do not match the model spec it records: {exc}") from exc
+    model.meta = {**json.loads(meta.get("extra", "{}")), "path": str(file)}
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------
+# Any registered module with a spec: one file (the seed retrieval models)
+# --------------------------------------------------------------------------------------
+
+SPEC_FORMAT = "spec_model/1"
+
+
+def save_spec_model(path: str | os.PathLike, model: nn.Module, extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Export a module that carries ``model.spec = {"name", "args"}`` (a :data:`MODULES` entry).
+
+    The file holds the ``state_dict`` (buffers included, e.g. fitted input transforms) and
+    the metadata ``vcmr_format``, ``spec`` and ``extra`` (JSON: feature settings, ...).
+    The write is atomic.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: model exports use the .safetensors extension")
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, Mapping) or "name" not in spec or "args" not in spec:
+        raise ValueError(f"{type(model).__name__} has no spec {{'name', 'args'}}; it cannot be exported with save_spec_model")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"vcmr_format": SPEC_FORMAT, "spec": json.dumps(dict(spec)), "extra": json.dumps(dict(extra or {}))}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def load_spec_model(path: str | os.PathLike) -> nn.Module:
+    """Load a file written by :func:`save_spec_model` (a file, a run folder or its ``export/``).
+
+    Returns:
+        The module in eval mode; ``model.meta`` holds the export's ``extra`` plus ``path``.
+
+    Raises:
+        CheckpointError: unreadable file, another format, or weights that do not fit the spec.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    file = find_model_file(path)
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(file))
+    except Exception as exc:
+        raise CheckpointError(f"{file}: not a readable safetensors file: {exc}") from exc
+    if meta.get("vcmr_format") != SPEC_FORMAT:
+        raise CheckpointError(f"{file}: not a spec-model export ({meta.get('vcmr_format', 'no vcmr_format entry')})")
+    spec = json.loads(meta["spec"])
+    model = build_module(str(spec["name"]), spec["args"])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -27,19 +28,27 @@ from pytorch_lightning.callbacks import (
 )
 
 from vcmr.config import save_config, to_container
+from vcmr.models.export import load_tensors_only
 from vcmr.trainers.optim import build_optimizer, build_scheduler
 from vcmr.utils import is_rank_zero, rank_zero_print
 
 
 
-def resolve_run_dir(output: Mapping[str, Any], resume: Optional[str]) -> Path:
-    """``<root>/<name>/<version>``.
+class TrainingDataError(RuntimeError):
+    """The data cannot give one training batch, or a run ended without a training step."""
 
-    With ``version: null`` a new ``version_N`` is created, except when resuming from
-    ``last``, which reuses the newest existing version. Under DDP every rank must get the
-    same answer, so the folder is chosen from what exists before any rank creates one
-    (Lightning launches the other ranks after the config is resolved on rank 0, passing
-    ``VCMR_RUN_DIR``).
+
+def _versions(base: Path) -> List[int]:
+    return sorted(int(m.group(1)) for p in base.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name)))
+
+
+def resolve_run_dir(output: Mapping[str, Any], resume: Optional[str]) -> Path:
+    """``<root>/<name>/<version>``; nothing is created.
+
+    With ``version: null`` the next free ``version_N`` is used, except with ``resume=last``,
+    which picks the newest version that holds ``checkpoints/last.ckpt`` (a folder left by a
+    run that failed before its first checkpoint is never picked). Under DDP every rank must
+    get the same answer: rank 0 decides and passes it on in ``VCMR_RUN_DIR``.
     """
     fixed = os.environ.get("VCMR_RUN_DIR")
     if fixed and not is_rank_zero():
@@ -47,28 +56,35 @@ def resolve_run_dir(output: Mapping[str, Any], resume: Optional[str]) -> Path:
     base = Path(output["root"]) / output["name"]
     if output["version"] is not None:
         return base / str(output["version"])
-    existing = sorted(
-        (int(m.group(1)) for p in base.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))),
-    )
-    if resume == "last" and existing:
-        return base / f"version_{existing[-1]}"
+    existing = _versions(base)
+    if resume == "last":
+        resumable = [v for v in existing if (base / f"version_{v}" / "checkpoints" / "last.ckpt").is_file()]
+        if resumable:
+            return base / f"version_{resumable[-1]}"
     nxt = existing[-1] + 1 if existing else 0
     return base / f"version_{nxt}"
 
 
 def resolve_ckpt_path(resume: Optional[str], run_dir: Path) -> Optional[str]:
-    """``null`` -> fresh start; ``last`` -> ``<run_dir>/checkpoints/last.ckpt`` if present; else a path."""
+    """``null`` -> fresh start; ``last`` -> ``<run_dir>/checkpoints/last.ckpt`` if present; else a path.
+
+    A checkpoint to resume from is first read tensors-only
+    (:func:`vcmr.models.export.load_tensors_only`, whatever the environment says), so a file carrying pickled code is refused before Lightning opens it.
+    """
     if resume is None:
         return None
     if resume == "last":
         last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return str(last)
-        rank_zero_print(f"resume=last: no checkpoint at {last}; starting from scratch")
-        return None
-    if not Path(resume).is_file():
-        raise FileNotFoundError(f"resume: checkpoint file not found: {resume}")
-    return resume
+        if not last.is_file():
+            rank_zero_print(f"resume=last: no earlier run with a checkpoint; starting a new run in {run_dir}")
+            return None
+        path = last
+    else:
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"resume: checkpoint file not found: {resume}")
+    load_tensors_only(path)
+    return str(path)
 
 
 def _tensorboard(cfg: Mapping[str, Any], run_dir: Path) -> Any:
@@ -159,13 +175,36 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[Call
 
 
 def prepare_run(cfg: DictConfig, resume: Optional[str]) -> tuple[Path, Optional[str]]:
-    """Pick the run folder, save the resolved config in it, and resolve the resume path."""
+    """Choose the run folder and check the resume checkpoint; creates nothing (see :func:`fit`)."""
     run_dir = resolve_run_dir(cfg.output, resume)
-    os.environ["VCMR_RUN_DIR"] = str(run_dir)  # DDP ranks spawned later reuse the same folder
+    return run_dir, resolve_ckpt_path(resume, run_dir)
+
+
+def open_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Create the run folder and save the resolved config in it (rank 0); spawned DDP ranks reuse it."""
+    os.environ["VCMR_RUN_DIR"] = str(run_dir)
     if is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    return run_dir, resolve_ckpt_path(resume, run_dir)
+
+
+def check_trainable(loader: Any, world_size: int, what: str = "training examples") -> int:
+    """Number of training batches per device; raises :class:`TrainingDataError` when it is 0.
+
+    ``loader`` is the training DataLoader (its dataset length, batch size and ``drop_last``
+    decide); under DDP each of the ``world_size`` ranks gets ``ceil(n / world_size)`` items.
+    """
+    n = len(loader.dataset)
+    per_rank = math.ceil(n / max(1, world_size))
+    bs = int(loader.batch_size)
+    batches = per_rank // bs if loader.drop_last else math.ceil(per_rank / bs)
+    if batches == 0:
+        raise TrainingDataError(
+            f"{n} {what} give no full training batch of data.loader.batch_size={bs} on {world_size} device(s) "
+            f"({per_rank} per device; the last partial batch is dropped so every rank sees equal batches). "
+            "Lower data.loader.batch_size, use fewer devices, or add data."
+        )
+    return batches
 
 
 class StageModule(pl.LightningModule):
@@ -215,7 +254,7 @@ def seed_run(cfg: DictConfig) -> None:
 
 
 def start_run(cfg: DictConfig) -> tuple[Path, Optional[str]]:
-    """:func:`seed_run`, then :func:`prepare_run` (run folder, saved config, resume path)."""
+    """:func:`seed_run`, then :func:`prepare_run` (run folder chosen, resume checked; nothing created)."""
     seed_run(cfg)
     return prepare_run(cfg, cfg.resume)
 
@@ -227,10 +266,27 @@ def fit(
     run_dir: Path,
     ckpt_path: Optional[str],
     extra_callbacks: Sequence[Callback] = (),
+    before_fit: Optional[Callable[[Path], None]] = None,
 ) -> pl.Trainer:
-    """Build the Trainer of ``cfg`` and fit ``module`` on ``datamodule``; returns the Trainer."""
+    """Build the Trainer, check the data gives a batch, open the run folder, fit, check a step ran.
+
+    The run folder is created (with ``config.yaml``) only once the config, the model and the
+    data have been checked. ``before_fit(run_dir)`` writes anything else that belongs in it
+    before training (rank 0 only).
+
+    Raises:
+        TrainingDataError: no full training batch per device, or training ended without an
+            optimizer step; nothing is exported then.
+    """
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    datamodule.setup("fit")
+    check_trainable(datamodule.train_dataloader(), trainer.world_size)
+    open_run(cfg, run_dir)
+    if before_fit is not None and is_rank_zero():
+        before_fit(run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.global_step == 0 and int(cfg.trainer.max_steps) != 0:
+        raise TrainingDataError(f"training ended without a single optimizer step; see {run_dir}")
     return trainer
 
 

@@ -27,7 +27,7 @@ from vcmr.config import (
     TrainerConfig,
     to_container,
 )
-from vcmr.data.audio_folder import AudioFolderDataModule
+from vcmr.data.audio_folder import AudioFolderDataModule, write_report
 from vcmr.losses import NTXentLoss
 from vcmr.models.build import build_component, component_spec
 from vcmr.models.export import save_encoder
@@ -187,7 +187,6 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         verify=cfg.data.verify,
         index_workers=cfg.data.index_workers,
         loader=to_container(cfg.data.loader),
-        report_path=str(run_dir / "rejected_files.tsv"),
     )
     dm.setup("fit")
     counts = dm.summary()
@@ -197,7 +196,8 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     )
     for r in dm.rejected[:10]:
         rank_zero_print(f"    rejected {r.relpath}: {r.reason}")
-    trainer = fit(cfg, module, dm, run_dir, ckpt_path)
+    trainer = fit(cfg, module, dm, run_dir, ckpt_path,
+                  before_fit=lambda d: write_report(d / "rejected_files.tsv", dm.rejected))
 
     export_path = run_dir / "export" / "encoder.safetensors"
     if trainer.is_global_zero:
