@@ -347,3 +347,250 @@ def build_loss(name: str, args: Mapping[str, Any]) -> nn.Module:
         return LOSSES[name](**dict(args))
     except TypeError as exc:
         raise TypeError(f"bad arguments for loss '{name}': {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------
+# Seed retrieval models: VM-NET and the siamese clip matcher (docs/seed_models.md)
+# --------------------------------------------------------------------------------------
+
+from typing import Sequence  # noqa: E402  (the seed losses' own import, kept with them)
+
+
+class TopQTripletLoss(nn.Module):
+    """VM-NET's inter-modal top-Q triplet ranking loss, in both directions.
+
+    Row ``i`` of ``x`` matches row ``i`` of ``y`` only. The distance is the negative cosine
+    similarity, ``d(a, b) = -a·b`` on L2-normalised rows (the inputs must already be unit
+    rows, as VM-NET's ``is_l2_norm_already``). For each anchor ``x_i`` (direction ``xy``) the
+    ``q = min(top_q, N - 1)`` negatives ``y_j, j != i`` closest to it (smallest ``d``) give the
+    hinges ``max(0, margin + d(x_i, y_i) - d(x_i, y_j))``; ``xy`` is the mean of those
+    ``N · q`` terms. ``yx`` is the same with the roles of ``x`` and ``y`` swapped. With
+    ``top_q >= N - 1`` every negative is used (VM-NET's code instead pads the batch's
+    negatives with never-violating entries, which only rescales the mean).
+
+    Under ``torch.distributed`` with ``gather=True`` the negatives come from the global batch
+    (embeddings of all ranks, gathered with gradients) and each rank averages over its local
+    anchors; in one process this is the plain loss.
+
+    Args:
+        margin: the hinge margin (VM-NET: 0.1).
+        top_q: most violating negatives per anchor (VM-NET: 100).
+        gather: take negatives from every rank.
+    """
+
+    def __init__(self, margin: float = 0.1, top_q: int = 100, gather: bool = True) -> None:
+        super().__init__()
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+        if int(top_q) < 1:
+            raise ValueError(f"top_q must be >= 1, got {top_q!r}")
+        self.margin = float(margin)
+        self.top_q = int(top_q)
+        self.gather = bool(gather)
+
+    def _direction(self, anchors: Tensor, candidates: Tensor, offset: int) -> Tensor:
+        """Mean hinge of local ``anchors [B, D]`` against all ``candidates [N, D]``; match of
+        anchor ``r`` is candidate ``offset + r``."""
+        b, n = anchors.shape[0], candidates.shape[0]
+        q = min(self.top_q, n - 1)
+        if q < 1:
+            return anchors.sum() * 0.0
+        dist = -(anchors @ candidates.t())  # [B, N]
+        rows = torch.arange(b, device=dist.device)
+        pos = dist[rows, rows + offset]  # [B]
+        neg = dist.index_put((rows, rows + offset), dist.new_tensor(float("inf")))
+        closest = torch.topk(neg, q, dim=1, largest=False).values  # [B, q]
+        return F.relu(self.margin + pos[:, None] - closest).mean()
+
+    def forward(self, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
+        """``{"xy": x-anchored loss, "yx": y-anchored loss}`` for unit rows ``x, y: [B, D]``."""
+        _check_pair(x, y, ("x", "y"))
+        x, y = x.float(), y.float()
+        if self.gather:
+            all_x, all_y, offset = gather_with_grad(x), gather_with_grad(y), rank_offset(x.shape[0])
+        else:
+            all_x, all_y, offset = x, y, 0
+        return {"xy": self._direction(x, all_y, offset), "yx": self._direction(y, all_x, offset)}
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, top_q={self.top_q}, gather={self.gather}"
+
+
+class IntraModalStructureLoss(nn.Module):
+    """VM-NET's soft intra-modal structure constraint (``embed_structure_loss.py``).
+
+    Distances are negative cosine similarities of the L2-normalised low-level ``features``
+    (``dl``) and of the L2-normalised ``embeddings`` (``de``). With ``K = min(k, N)``, the
+    first ``K`` samples are the anchors ``i`` and, for consecutive candidates ``j, j + 1``
+    among the first ``K`` (``0 <= j < K - 1``), the term is::
+
+        (sign(dl[i, j] - dl[i, j+1]) - sign(de[i, j] - de[i, j+1])) * (de[i, j+1] - de[i, j])
+
+    averaged over the ``K · (K - 1)`` terms. It is positive when the embedding orders a pair
+    of neighbours differently from the features, and pushes the embedding distances towards
+    the features' order; ``sign`` passes no gradient. Computed on the local batch.
+
+    Args:
+        k: anchors and candidates considered (VM-NET: its ``top_K``, 100).
+    """
+
+    def __init__(self, k: int = 100) -> None:
+        super().__init__()
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k!r}")
+        self.k = int(k)
+
+    def forward(self, features: Tensor, embeddings: Tensor) -> Tensor:
+        """Scalar loss for ``features: [N, F]`` (no gradient needed) and ``embeddings: [N, D]``."""
+        if features.dim() != 2 or embeddings.dim() != 2 or features.shape[0] != embeddings.shape[0]:
+            raise ValueError(
+                f"features [N, F] and embeddings [N, D] must have the same N, got "
+                f"{tuple(features.shape)} and {tuple(embeddings.shape)}"
+            )
+        kk = min(self.k, embeddings.shape[0])
+        if kk < 2:
+            return embeddings.sum() * 0.0
+        f = F.normalize(features[:kk].float(), dim=1)
+        e = F.normalize(embeddings[:kk].float(), dim=1)
+        dl = -(f @ f.t())
+        de = -(e @ e.t())
+        coeff = torch.sign(dl[:, :-1] - dl[:, 1:]) - torch.sign(de[:, :-1] - de[:, 1:])
+        return (coeff.detach() * (de[:, 1:] - de[:, :-1])).mean()
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+
+class VMNetLoss(nn.Module):
+    """VM-NET's total: ``w_xy · xy + w_yx · yx + w_x · structure(music) + w_y · structure(video)``.
+
+    ``x`` is the music side and ``y`` the video side (VM-NET's weights 3 / 1 / 0.2 / 0.2).
+
+    Args:
+        triplet: the inter-modal :class:`TopQTripletLoss`.
+        structure: the :class:`IntraModalStructureLoss`.
+        weights: ``{"music_to_video", "video_to_music", "music_structure", "video_structure"}``.
+    """
+
+    WEIGHT_KEYS = ("music_to_video", "video_to_music", "music_structure", "video_structure")
+
+    def __init__(self, triplet: TopQTripletLoss, structure: IntraModalStructureLoss, weights: Mapping[str, float]) -> None:
+        super().__init__()
+        missing = [k for k in self.WEIGHT_KEYS if k not in weights]
+        unknown = sorted(set(weights) - set(self.WEIGHT_KEYS))
+        if missing or unknown:
+            raise ValueError(f"VM-NET loss weights: missing {missing}, unknown {unknown}")
+        self.triplet = triplet
+        self.structure = structure
+        self.weights = {k: float(weights[k]) for k in self.WEIGHT_KEYS}
+
+    def forward(self, audio: Tensor, video: Tensor, audio_features: Tensor, video_features: Tensor) -> Dict[str, Tensor]:
+        """``audio``/``video``: ``[B, D]`` unit embeddings; ``*_features``: the branches' inputs.
+
+        Returns:
+            ``{"loss", "music_to_video", "video_to_music", "music_structure", "video_structure"}``.
+        """
+        t = self.triplet(audio, video)
+        parts = {
+            "music_to_video": t["xy"],
+            "video_to_music": t["yx"],
+            "music_structure": self.structure(audio_features, audio),
+            "video_structure": self.structure(video_features, video),
+        }
+        parts["loss"] = sum(self.weights[k] * parts[k] for k in self.WEIGHT_KEYS)
+        return parts
+
+
+def contrastive_pairs(n: int, step: int, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """The siamese matcher's pair sampling for a batch of ``n`` matching (audio, video) rows.
+
+    Batches alternate, as in the seed: on even ``step`` each audio row keeps its own video
+    row (matching pairs, label 1); on odd ``step`` the video rows are rolled by a random
+    offset in ``[1, n - 1]``, so every audio row meets another clip's video (label 0).
+
+    Returns:
+        ``(video_index [n] int64, match [n] float32)``: use ``video[video_index]``.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one pair, got n={n}")
+    idx = torch.arange(n)
+    if step % 2 == 0 or n == 1:
+        return idx, torch.ones(n)
+    shift = int(torch.randint(1, n, (1,), generator=generator))
+    return (idx + shift) % n, torch.zeros(n)
+
+
+class SiameseContrastiveLoss(nn.Module):
+    """The siamese matcher's contrastive loss with L1/L2 weight regularisers.
+
+    For pairs with Euclidean distance ``d = ||a - v||`` and label ``y`` (1 matching, 0 not)::
+
+        contrastive = reduce( y · d² / 2 + (1 - y) · max(0, margin - d)² / 2 )
+        l1 = l1_weight · Σ |w|        l2 = l2_weight · Σ w² / 2      (TensorFlow's regularisers)
+        loss = contrastive + l1 + l2
+
+    over the given ``weights`` (the seed regularises every trainable variable). ``reduce``
+    is the sum over pairs, as in the seed (``reduction="mean"`` divides by the batch size).
+
+    Args:
+        margin: distance a non-matching pair is pushed beyond (seed: 1).
+        l1: L1 weight (seed: 0.001).
+        l2: L2 weight (seed: 0.01).
+        reduction: ``sum`` (seed) or ``mean`` over pairs.
+    """
+
+    REDUCTIONS = ("sum", "mean")
+
+    def __init__(self, margin: float = 1.0, l1: float = 0.001, l2: float = 0.01, reduction: str = "sum") -> None:
+        super().__init__()
+        if reduction not in self.REDUCTIONS:
+            raise ValueError(f"reduction must be one of {self.REDUCTIONS}, got {reduction!r}")
+        for name, v in (("margin", margin), ("l1", l1), ("l2", l2)):
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        self.margin, self.l1, self.l2, self.reduction = float(margin), float(l1), float(l2), reduction
+
+    def forward(
+        self, audio: Tensor, video: Tensor, match: Tensor, weights: Sequence[Tensor] = ()
+    ) -> Dict[str, Tensor]:
+        """``audio``, ``video``: ``[B, D]`` embeddings (unnormalised); ``match``: ``[B]`` 1/0 labels.
+
+        Returns:
+            ``{"loss", "contrastive", "l1", "l2", "match_fraction"}``.
+        """
+        _check_pair(audio, video, ("audio", "video"))
+        if match.shape != (audio.shape[0],):
+            raise ValueError(f"match must be [B] = [{audio.shape[0]}], got {tuple(match.shape)}")
+        y = match.to(audio.dtype)
+        sq = (audio.float() - video.float()).pow(2).sum(dim=1)
+        d = torch.sqrt(sq.clamp_min(1e-12))
+        per_pair = y * 0.5 * sq + (1 - y) * 0.5 * F.relu(self.margin - d).pow(2)
+        contrastive = per_pair.sum() if self.reduction == "sum" else per_pair.mean()
+        zero = contrastive.new_zeros(())
+        l1 = self.l1 * sum((w.abs().sum() for w in weights), zero)
+        l2 = self.l2 * 0.5 * sum((w.pow(2).sum() for w in weights), zero)
+        return {"loss": contrastive + l1 + l2, "contrastive": contrastive, "l1": l1, "l2": l2,
+                "match_fraction": y.mean().detach()}
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, l1={self.l1}, l2={self.l2}, reduction={self.reduction}"
+
+
+class RegressionMSELoss(nn.Module):
+    """The regression baseline's objective: mean squared error of ``prediction`` against ``target``."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Dict[str, Tensor]:
+        """``prediction``, ``target``: ``[B, D]``; returns ``{"loss"}`` (mean over every element)."""
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction and target shapes differ: {tuple(prediction.shape)} vs {tuple(target.shape)}")
+        return {"loss": F.mse_loss(prediction.float(), target.float())}
+
+
+__all__ += [
+    "TopQTripletLoss",
+    "IntraModalStructureLoss",
+    "VMNetLoss",
+    "contrastive_pairs",
+    "SiameseContrastiveLoss",
+    "RegressionMSELoss",
+]

@@ -12,7 +12,9 @@ from torch import nn
 
 from vcmr.models.projection import ProjectionHead
 from vcmr.models.samplecnn import SampleCNN
+from vcmr.models.siamese import RegressionBaseline, SiameseMatcher
 from vcmr.models.video import LSTMVideoEncoder, TransformerVideoEncoder
+from vcmr.models.vmnet import VMNet
 
 #: name -> constructor.
 MODULES: Dict[str, Callable[..., nn.Module]] = {
@@ -20,6 +22,9 @@ MODULES: Dict[str, Callable[..., nn.Module]] = {
     "lstm": LSTMVideoEncoder,
     "transformer": TransformerVideoEncoder,
     "projection": ProjectionHead,
+    "vmnet": VMNet,
+    "siamese": SiameseMatcher,
+    "regression": RegressionBaseline,
 }
 
 
