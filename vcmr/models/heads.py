@@ -1,4 +1,4 @@
-"""Classification heads put on top of a music encoder for tagging, and the tagger itself.
+"""Classification heads put on top of a music encoder for tagging (:class:`~vcmr.models.tagger.Tagger`).
 
 * :class:`LinearHead`: one linear layer (linear-probe evaluation, as in CLMR).
 * :class:`MLPHead`: dropout, ``in_dim -> hidden_dim`` linear, ReLU, ``hidden_dim -> n_tags``
@@ -63,47 +63,3 @@ def build_head(name: str, in_dim: int, n_tags: int, args: Mapping[str, Any]) -> 
         return HEADS[name](in_dim=in_dim, n_tags=n_tags, **dict(args))
     except TypeError as exc:
         raise TypeError(f"bad arguments for head '{name}': {exc}") from exc
-
-
-class Tagger(nn.Module):
-    """Encoder + head. With ``freeze_encoder`` the encoder gets no gradients and stays in
-    eval mode (batch-norm statistics frozen), as a linear probe requires.
-
-    Args:
-        encoder: module mapping ``[B, 1, L]`` waveforms to ``[B, D]``; must expose
-            ``input_length`` (L, samples) and ``output_dim`` (D).
-        head: module mapping ``[B, D]`` to ``[B, n_tags]`` logits.
-        freeze_encoder: keep the encoder fixed.
-    """
-
-    def __init__(self, encoder: nn.Module, head: nn.Module, freeze_encoder: bool) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.freeze_encoder = bool(freeze_encoder)
-        if self.freeze_encoder:
-            for p in self.encoder.parameters():
-                p.requires_grad_(False)
-            self.encoder.eval()
-
-    @property
-    def input_length(self) -> int:
-        """Samples per window the encoder takes."""
-        return int(self.encoder.input_length)
-
-    def train(self, mode: bool = True) -> "Tagger":
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()
-        return self
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """x: ``[B, 1, L]`` waveform -> ``[B, D]`` encoder output."""
-        if self.freeze_encoder:
-            with torch.no_grad():
-                return self.encoder(x)
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: ``[B, 1, L]`` waveform -> ``[B, n_tags]`` logits."""
-        return self.head(self.embed(x))

@@ -1,0 +1,163 @@
+"""The stage-3 tagger (a music encoder + a tagging head), how it is built from config, and
+the checkpoint format both training and evaluation read.
+
+Training modes (``model.mode``):
+
+* ``linear``: frozen encoder (eval mode, no gradients) + one linear layer;
+* ``mlp``: frozen encoder + the VCMR head (dropout, D -> hidden -> n_tags);
+* ``finetune``: encoder and head trained together; head named by ``model.finetune_head``.
+
+The encoder comes from ``model.audio_init``: ``scratch`` (built from ``model.audio_encoder``,
+randomly initialised) or a file :func:`vcmr.models.build.build_audio_encoder` reads (a vcmr
+export, a CLMR or a VCMR checkpoint).
+
+Checkpoint format (``tagger/1``): a Lightning checkpoint whose ``state_dict`` holds the
+tagger's weights under ``tagger.`` and whose ``vcmr_tagger`` entry holds plain metadata
+(``format``, ``encoder`` and ``head`` specs, ``mode``, ``sample_rate``, ``n_tags``,
+``tags``), so :func:`load_tagger` rebuilds the model from the file alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Tuple
+
+import torch
+from torch import nn
+
+from vcmr.config import to_container
+from vcmr.models.build import build_audio_encoder
+from vcmr.models.heads import build_head
+from vcmr.models.registry import build_module
+
+MODES = ("linear", "mlp", "finetune")
+CKPT_KEY = "vcmr_tagger"
+CKPT_FORMAT = "tagger/1"
+#: Attribute under which the training LightningModule holds the tagger: state_dict keys start with it.
+TAGGER_PREFIX = "tagger."
+
+
+class Tagger(nn.Module):
+    """Encoder + head. With ``freeze_encoder`` the encoder gets no gradients and stays in
+    eval mode (batch-norm statistics frozen), as a linear probe requires.
+
+    Args:
+        encoder: module mapping ``[B, 1, L]`` waveforms to ``[B, D]``; must expose
+            ``input_length`` (L, samples) and ``output_dim`` (D).
+        head: module mapping ``[B, D]`` to ``[B, n_tags]`` logits.
+        freeze_encoder: keep the encoder fixed.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, freeze_encoder: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.freeze_encoder = bool(freeze_encoder)
+        if self.freeze_encoder:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+            self.encoder.eval()
+
+    @property
+    def input_length(self) -> int:
+        """Samples per window the encoder takes."""
+        return int(self.encoder.input_length)
+
+    def train(self, mode: bool = True) -> "Tagger":
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[B, 1, L]`` waveform -> ``[B, D]`` encoder output."""
+        if self.freeze_encoder:
+            with torch.no_grad():
+                return self.encoder(x)
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[B, 1, L]`` waveform -> ``[B, n_tags]`` logits."""
+        return self.head(self.embed(x))
+
+
+def _assemble(encoder: nn.Module, head: Mapping[str, Any], n_tags: int, mode: str) -> Tagger:
+    """``encoder`` + the head ``{name, args}`` sized for it; frozen unless ``finetune``."""
+    return Tagger(
+        encoder, build_head(head["name"], int(encoder.output_dim), n_tags, head["args"]), freeze_encoder=mode != "finetune"
+    )
+
+
+def build_tagger(model_cfg: Mapping[str, Any], n_tags: int, sample_rate: int) -> Tuple[Tagger, Dict[str, Any]]:
+    """Encoder + head for ``model.mode``; returns the tagger and its checkpoint metadata.
+
+    Args:
+        model_cfg: the ``model`` block (``audio_init``, ``audio_encoder``, ``pool_size``,
+            ``mode``, ``finetune_head``, ``heads``).
+        n_tags: number of outputs.
+        sample_rate: Hz of the data; an encoder file recording another rate is refused.
+
+    Returns:
+        ``(tagger, meta)``; ``meta`` is the ``vcmr_tagger`` checkpoint entry without ``tags``.
+    """
+    mode = str(model_cfg["mode"])
+    if mode not in MODES:
+        raise ValueError(f"model.mode: unknown mode '{mode}'; choose from {MODES}")
+    encoder, enc_spec = build_audio_encoder(
+        model_cfg["audio_init"], model_cfg["audio_encoder"], sample_rate, pool_size=int(model_cfg["pool_size"])
+    )
+    head_name = mode if mode != "finetune" else str(model_cfg["finetune_head"])
+    heads = to_container(model_cfg["heads"])
+    if head_name not in heads:
+        raise ValueError(f"model.heads: no arguments for head '{head_name}' (have {sorted(heads)})")
+    head = {"name": head_name, "args": dict(heads[head_name] or {})}
+    meta = {
+        "format": CKPT_FORMAT,
+        "encoder": enc_spec,
+        "head": head,
+        "mode": mode,
+        "sample_rate": int(sample_rate),
+        "n_tags": int(n_tags),
+    }
+    return _assemble(encoder, head, n_tags, mode), meta
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A ``.ckpt`` file, or a run folder (its ``checkpoints/best-*.ckpt``, else ``last.ckpt``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        best = sorted(folder.glob("best-*.ckpt"), key=lambda f: f.stat().st_mtime)
+        if best:
+            return best[-1]
+        if (folder / "last.ckpt").is_file():
+            return folder / "last.ckpt"
+        raise FileNotFoundError(f"{p}: no best-*.ckpt or last.ckpt in {folder}")
+    raise FileNotFoundError(f"checkpoint: {p} does not exist")
+
+
+def load_tagger(path: str | Path) -> Tuple[Tagger, Dict[str, Any]]:
+    """Rebuild a trained tagger from a ``tagger/1`` checkpoint (tensors-only loading).
+
+    Args:
+        path: a ``.ckpt`` file or a run folder (:func:`find_checkpoint`).
+
+    Returns:
+        ``(tagger, meta)`` in eval mode; ``meta`` has ``tags``, ``encoder``, ``head``,
+        ``mode``, ``sample_rate`` and ``path`` (the checkpoint file read).
+    """
+    ckpt_path = find_checkpoint(path)
+    try:
+        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{ckpt_path}: cannot be read as a tensors-only checkpoint ({exc})") from exc
+    meta = ckpt.get(CKPT_KEY) if isinstance(ckpt, Mapping) else None
+    if not meta or meta.get("format") != CKPT_FORMAT:
+        raise ValueError(f"{ckpt_path}: not a supervised tagging checkpoint (no '{CKPT_KEY}' entry)")
+    encoder = build_module(meta["encoder"]["name"], meta["encoder"]["args"])
+    tagger = _assemble(encoder, meta["head"], len(meta["tags"]), meta["mode"])
+    state = {k[len(TAGGER_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(TAGGER_PREFIX)}
+    tagger.load_state_dict(state, strict=True)
+    return tagger.eval(), {**meta, "path": str(ckpt_path)}
