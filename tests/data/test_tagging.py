@@ -8,6 +8,7 @@ import torch
 
 from vcmr.audio.io import save_audio
 from vcmr.data.tagging import (
+    DATASETS,
     PONS2017_TAGS,
     AnnotationFormatError,
     AudioStore,
@@ -165,7 +166,7 @@ def test_mtg_jamendo_errors(tmp_path):
 
 
 def _cfg(**kw):
-    base = {"name": "magnatagatune", "root": None, "audio_root": None, "split": "pons2017",
+    base = {"name": "magnatagatune", "report_name": None, "root": None, "audio_root": None, "split": "pons2017",
             "tagset": "top50tags", "subset": "test", "sample_rate": 8000}
     return {**base, **kw}
 
@@ -178,6 +179,12 @@ def test_build_index_dispatch(pons_root):
         build_index(_cfg(name="gtzan", root=str(pons_root)))
     with pytest.raises(ValueError, match="data.root"):
         build_index(_cfg())
+
+
+def test_dataset_registry_and_report_name(pons_root):
+    assert sorted(DATASETS) == ["magnatagatune", "mtg_jamendo"]
+    assert build_index(_cfg(root=str(pons_root))).name == "magnatagatune"
+    assert build_index(_cfg(root=str(pons_root), report_name="mtat-50")).name == "mtat-50"
 
 
 def _index_with_audio(tmp_path, lengths):

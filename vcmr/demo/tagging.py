@@ -1,8 +1,8 @@
 """Demo tagging dataset: procedurally generated songs with planted tags.
 
-Each song is rendered by :func:`vcmr.data.synth.render` from a random
-:class:`~vcmr.data.synth.SongSpec`; its tags are the spec's attributes in the
-``category---value`` form of :func:`vcmr.data.synth.spec_labels`, restricted to the
+Each song is rendered by :func:`vcmr.demo.synth.render` from a random
+:class:`~vcmr.demo.synth.SongSpec`; its tags are the spec's attributes in the
+``category---value`` form of :func:`vcmr.demo.synth.spec_labels`, restricted to the
 configured categories (``timbre``, ``drums``, ``tempo``, ``mode``).
 
 To make the ``tempo`` tags learnable from a short window, tempi are drawn from two
@@ -15,6 +15,10 @@ MTG-Jamendo layout, so it goes through the same parser as the real data::
     audio/<nn>/<id>.wav                                    16-bit PCM at the sample rate
     data/splits/split-0/autotagging_top50tags-{train,validation,test}.tsv
     complete.json                                          written last; marks a finished set
+
+:func:`prepare` is what the stage-3 commands call: for ``data.name: demo`` it makes sure
+the set exists and returns the config pointing at it as MTG-Jamendo data (named ``demo``
+in logs and reports); the data, training and evaluation code never see the word ``demo``.
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ from pathlib import Path
 from typing import Any, List, Mapping
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from vcmr.audio.io import save_audio
-from vcmr.data.synth import DRUM_PATTERNS, MODES, SYNTH_VERSION, TIMBRES, SongSpec, render, spec_labels
+from vcmr.demo.synth import DRUM_PATTERNS, MODES, SYNTH_VERSION, TIMBRES, SongSpec, render, spec_labels
 from vcmr.utils import atomic_write_text, cache_dir
 
 CATEGORIES = ("timbre", "drums", "tempo", "mode")
 SPLIT_FILES = (("train", "train"), ("valid", "validation"), ("test", "test"))
+#: The MTG-Jamendo ``data.split`` and ``data.tagset`` the set is written as.
+SPLIT = "split-0"
+TAGSET = "top50tags"
 
 
 def _settings(cfg: Mapping[str, Any], sample_rate: int) -> dict:
@@ -82,7 +90,7 @@ def ensure_demo_dataset(cfg: Mapping[str, Any], sample_rate: int, root: Path | N
     """Generate the demo set if it is not there yet; return its folder.
 
     Args:
-        cfg: :class:`~vcmr.data.tagging.DemoTaggingConfig` values.
+        cfg: :class:`~vcmr.data.tagging.DemoTaggingConfig` values (``data.demo``).
         sample_rate: Hz of the written audio.
         root: parent folder (default :func:`vcmr.utils.cache_dir`).
     """
@@ -107,8 +115,31 @@ def ensure_demo_dataset(cfg: Mapping[str, Any], sample_rate: int, root: Path | N
                 rows[split].append(f"track_{i:07d}\tartist_{i:06d}\talbum_{i:06d}\t{rel}\t{settings['duration']:.1f}\t{tags}")
                 i += 1
                 bar.update(1)
-    splits_dir = out / "data" / "splits" / "split-0"
+    splits_dir = out / "data" / "splits" / SPLIT
     for split, fname in SPLIT_FILES:
-        atomic_write_text(splits_dir / f"autotagging_top50tags-{fname}.tsv", "\n".join(rows[split]) + "\n")
+        atomic_write_text(splits_dir / f"autotagging_{TAGSET}-{fname}.tsv", "\n".join(rows[split]) + "\n")
     atomic_write_text(out / "complete.json", json.dumps(settings, indent=2))
     return out
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """Point a stage-3 config at the demo tagging set when ``data.name`` is ``demo``.
+
+    Generates the set on first use (:func:`ensure_demo_dataset`, from ``data.demo`` and
+    ``data.sample_rate``) and returns a copy of ``cfg`` whose ``data`` block reads it as
+    MTG-Jamendo files (``name: mtg_jamendo``, ``root``, ``audio_root``, ``split``,
+    ``tagset``), reported under the name ``demo`` unless ``data.report_name`` is set.
+    Any other config is returned unchanged.
+    """
+    if str(cfg.data.name) != "demo":
+        return cfg
+    root = ensure_demo_dataset(cfg.data.demo, int(cfg.data.sample_rate))
+    data = {
+        "name": "mtg_jamendo",
+        "report_name": cfg.data.report_name or "demo",
+        "root": str(root),
+        "audio_root": str(root / "audio"),
+        "split": SPLIT,
+        "tagset": TAGSET,
+    }
+    return OmegaConf.merge(cfg, {"data": data})

@@ -12,6 +12,8 @@ mapping so a random crop touches only its samples) or ``.flac`` (16-bit).
   ``cache_report.json``; the DataModule drops them from their split.
 * ``cache_info.json`` records the sample rate and format; a cache is never mixed.
 
+The file layout is defined, read and written by :mod:`vcmr.data.tagging.cache`.
+
 Command (same config and overrides as training; the model keys are not used here)::
 
     python -m vcmr.preprocess.tagging_cache --config config/supervised.yaml \\
@@ -21,19 +23,16 @@ Command (same config and overrides as training; the model keys are not used here
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-import numpy as np
 from tqdm import tqdm
 
-from vcmr.audio.io import AudioDecodeError, load_audio, save_audio
-from vcmr.data.tagging import CACHE_FAILED, CACHE_FORMATS, CACHE_INFO, TaggingIndex, cache_path
-from vcmr.utils import atomic_path, atomic_write_text
+from vcmr.audio.io import AudioDecodeError, load_audio
+from vcmr.data.tagging import TaggingDataConfig, TaggingIndex, build_index, cache
 
 
 @dataclasses.dataclass
@@ -60,10 +59,6 @@ class CacheReport:
         )
 
 
-def _to_int16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-
-
 def convert_file(src: str, dst: str, sample_rate: int, fmt: str) -> Tuple[str, str]:
     """Decode ``src`` to mono ``sample_rate`` and write ``dst`` atomically.
 
@@ -79,27 +74,8 @@ def convert_file(src: str, dst: str, sample_rate: int, fmt: str) -> Tuple[str, s
         return "failed", exc.reason
     except Exception as exc:  # a decoder crash on one file must not stop the others
         return "failed", f"{type(exc).__name__}: {exc}"
-    if fmt == "flac":
-        save_audio(dst_path, x, sample_rate)
-    else:
-        arr = _to_int16(x) if fmt == "int16" else x.astype(np.float16)
-        with atomic_path(dst_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
+    cache.write_audio(dst_path, x, sample_rate, fmt)
     return "converted", ""
-
-
-def _check_info(cache_dir: Path, sample_rate: int, fmt: str) -> None:
-    info_path = cache_dir / CACHE_INFO
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        if int(info["sample_rate"]) != sample_rate or info["format"] != fmt:
-            raise ValueError(
-                f"{info_path}: this cache holds {info['format']} audio at {info['sample_rate']} Hz; "
-                f"asked for {fmt} at {sample_rate} Hz. Use another data.cache.dir."
-            )
-    else:
-        atomic_write_text(info_path, json.dumps({"sample_rate": sample_rate, "format": fmt}, indent=2))
 
 
 def build_cache(
@@ -120,13 +96,10 @@ def build_cache(
         num_workers: processes; 0 decodes in this process.
         progress: show a tqdm bar.
     """
-    if fmt not in CACHE_FORMATS:
-        raise ValueError(f"data.cache.format: unknown format '{fmt}'; choose from {CACHE_FORMATS}")
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _check_info(cache_dir, int(sample_rate), fmt)
+    cache.claim(cache_dir, int(sample_rate), fmt)  # checks fmt before anything is written
     rel_paths = sorted({t.path for tracks in index.splits.values() for t in tracks})
-    jobs = [(str(index.audio_root / r), str(cache_path(cache_dir, r, fmt)), int(sample_rate), fmt) for r in rel_paths]
+    jobs = [(str(index.audio_root / r), str(cache.cache_path(cache_dir, r, fmt)), int(sample_rate), fmt) for r in rel_paths]
     status: Dict[str, Tuple[str, str]] = {}
     bar = tqdm(total=len(jobs), desc="audio cache", unit="file", disable=not progress)
     if num_workers <= 0:
@@ -141,7 +114,7 @@ def build_cache(
                 bar.update(1)
     bar.close()
     failed = {r: reason for r, (s, reason) in sorted(status.items()) if s == "failed"}
-    atomic_write_text(cache_dir / CACHE_FAILED, "".join(f"{r}\t{why}\n" for r, why in failed.items()))
+    cache.write_failed(cache_dir, failed)
     dropped = {s: sum(1 for t in tracks if t.path in failed) for s, tracks in index.splits.items()}
     report = CacheReport(
         converted=sum(1 for s, _ in status.values() if s == "converted"),
@@ -149,7 +122,7 @@ def build_cache(
         failed=failed,
         dropped_per_split=dropped,
     )
-    atomic_write_text(cache_dir / "cache_report.json", json.dumps(dataclasses.asdict(report), indent=2))
+    cache.write_report(cache_dir, dataclasses.asdict(report))
     return report
 
 
@@ -162,11 +135,10 @@ def main(argv: Optional[Sequence[str]] = None) -> CacheReport:
     from omegaconf import OmegaConf
 
     from vcmr.config import ConfigError, load_config, parse_cli
-    from vcmr.data.tagging import TaggingDataConfig, build_index
 
     path, overrides = parse_cli(argv, "supervised.yaml")
-    if not any(o.startswith("model.encoder=") for o in overrides):
-        overrides.append("model.encoder=scratch")  # required by the training config, unused here
+    if not any(o.startswith("model.audio_init=") for o in overrides):
+        overrides.append("model.audio_init=scratch")  # required by the training config, unused here
     try:
         full = load_config(path, overrides)
         data = OmegaConf.merge(OmegaConf.structured(TaggingDataConfig), full.data)
@@ -182,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> CacheReport:
     for rel, why in list(report.failed.items())[:20]:
         print(f"  failed: {rel}: {why}")
     if len(report.failed) > 20:
-        print(f"  ... {len(report.failed) - 20} more in {Path(data.cache.dir) / CACHE_FAILED}")
+        print(f"  ... {len(report.failed) - 20} more in {Path(data.cache.dir) / cache.CACHE_FAILED}")
     return report
 
 

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vcmr.data.demo_tagging import demo_spec, demo_tags, ensure_demo_dataset
-from vcmr.data.synth import SongSpec
+from omegaconf import OmegaConf
+
 from vcmr.data.tagging import build_index, parse_mtg_jamendo
+from vcmr.demo.synth import SongSpec
+from vcmr.demo.tagging import demo_spec, demo_tags, ensure_demo_dataset, prepare
 
 DEMO = {"n_train": 6, "n_valid": 3, "n_test": 3, "duration": 1.0, "seed": 7,
         "categories": ["timbre", "drums", "tempo"], "tempo_slow": [70.0, 95.0], "tempo_fast": [135.0, 160.0]}
@@ -60,10 +62,10 @@ def test_bad_demo_settings():
         ensure_demo_dataset({**DEMO, "n_valid": 0}, 8000)
 
 
-def test_build_index_generates_demo_in_cache_dir(tmp_path, monkeypatch):
+def test_prepare_generates_demo_in_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VCMR_CACHE", str(tmp_path))
-    cfg = {"name": "demo", "root": None, "audio_root": None, "split": "x", "tagset": "x", "subset": "test",
-           "sample_rate": 8000, "demo": DEMO}
-    idx = build_index(cfg)
+    cfg = {"name": "demo", "report_name": None, "root": None, "audio_root": None, "split": "x", "tagset": "x",
+           "subset": "test", "sample_rate": 8000, "demo": DEMO}
+    idx = build_index(prepare(OmegaConf.create({"data": cfg})).data)
     assert idx.name == "demo" and str(idx.audio_root).startswith(str(tmp_path / "demo_tagging"))
     assert len(idx.splits["train"]) == 6
