@@ -13,12 +13,8 @@ from vcmr.config import CONFIG_DIR, load_config
 from vcmr.models.heads import LinearHead, MLPHead
 from vcmr.scripts.evaluation import run as evaluation_main
 from vcmr.scripts.supervised import run as supervised_main
-from vcmr.trainers.supervised import (
-    SupervisedConfig,
-    SupervisedTagging,
-    build_tagger,
-    load_tagger,
-)
+from vcmr.models.tagger import build_tagger, load_tagger
+from vcmr.trainers.supervised import SupervisedConfig, SupervisedTagging
 
 # Drums and tempo at 4 kHz with 1.64 s windows: learnable by a tiny SampleCNN in ~100 steps.
 TINY = [
@@ -31,13 +27,13 @@ TINY = [
     "data.loader.num_workers=0",
     "data.loader.persistent_workers=false",
     "data.loader.prefetch_factor=null",
-    "model.scratch_encoder.args.input_length=6561",
-    "model.scratch_encoder.args.n_blocks=7",
-    "model.scratch_encoder.args.channels=[16,16,32,32,32,64,64]",
+    "model.audio_encoder.args.input_length=6561",
+    "model.audio_encoder.args.n_blocks=7",
+    "model.audio_encoder.args.channels=[16,16,32,32,32,64,64]",
     "optim.lr=5e-3",
     "model.encoder_lr=5e-3",
     "trainer.max_epochs=10",
-    "early_stopping.patience=12",
+    "callbacks.early_stopping.patience=12",
     "evaluation.chart=false",
     "logger.name=csv",
     "trainer.enable_progress_bar=false",
@@ -72,7 +68,7 @@ def test_finetune_learns_planted_tags(finetune):
 
 def test_random_frozen_linear_scores_clearly_lower(finetune, out_root):
     rand = supervised_main(["--config", "supervised_demo.yaml",
-                            *_overrides(out_root, "model.mode=linear", "model.encoder=scratch", "trainer.max_epochs=2",
+                            *_overrides(out_root, "model.mode=linear", "model.audio_init=scratch", "trainer.max_epochs=2",
                                             "evaluation.overlaps=[0.0]", "evaluation.aggregations=[mean]")])
     assert rand["roc_auc"] <= finetune["roc_auc"] - 0.15, (rand["roc_auc"], finetune["roc_auc"])
 
@@ -91,7 +87,7 @@ def test_export_and_checkpoint_round_trip(finetune):
 
 def test_linear_probe_on_export_keeps_encoder_frozen(finetune, out_root):
     res = supervised_main(["--config", "supervised_demo.yaml",
-                           *_overrides(out_root, "model.mode=linear", f"model.encoder={finetune['encoder_export']}",
+                           *_overrides(out_root, "model.mode=linear", f"model.audio_init={finetune['encoder_export']}",
                                        "trainer.max_epochs=2", "optim.lr=1e-2",
                                        "evaluation.overlaps=[0.0]", "evaluation.aggregations=[mean]")])
     tagger, meta = load_tagger(res["best_checkpoint"])
@@ -105,7 +101,7 @@ def test_linear_probe_on_export_keeps_encoder_frozen(finetune, out_root):
 def test_evaluation_script_on_a_run(finetune, tmp_path):
     out = tmp_path / "eval"
     res = evaluation_main(["--config", "evaluation.yaml", f"checkpoint={finetune['run_dir']}", "data.subset=test",
-                           f"output_dir={out}", "device=cpu", "evaluation.overlaps=[0.0]",
+                           f"output_dir={out}", "evaluation.device=cpu", "evaluation.overlaps=[0.0]",
                            "evaluation.aggregations=[mean]", *[o for o in TINY if o.startswith("data.demo") or
                                                                o.startswith("data.sample_rate")]])
     assert res["roc_auc"] == pytest.approx(finetune["roc_auc"], abs=1e-6)  # same checkpoint, same data
@@ -137,7 +133,7 @@ def test_build_tagger_modes_and_errors(tmp_path):
     path = vcmr.save_encoder(tmp_path / "enc.safetensors", tagger.encoder, "samplecnn", meta["encoder"]["args"],
                              extra={"sample_rate": 16000})
     with pytest.raises(ValueError, match="16000 Hz"):
-        build_tagger({**cfg.model, "mode": "linear", "encoder": str(path)}, 6, 4000)
+        build_tagger({**cfg.model, "mode": "linear", "audio_init": str(path)}, 6, 4000)
 
 
 def test_finetune_optimizer_has_separate_encoder_lr():

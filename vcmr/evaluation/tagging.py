@@ -15,18 +15,18 @@ Window probabilities (sigmoid of the logits) are aggregated per track with ``mea
 and per tag (:mod:`vcmr.metrics.tagging`, which also states the rule for tags with no
 positive in the split).
 
-Outputs (``write_report``): ``results.json`` (scores, checkpoint/config/data sha256),
-``per_tag.tsv`` and ``per_tag.png`` (chart of the per-tag scores of the primary setting:
-first overlap, first aggregation).
+:func:`evaluate_split` is the one sequence that stage-3 training (after fitting) and
+:func:`evaluate` (a stand-alone checkpoint) both run: index -> audio store -> unusable
+tracks dropped -> checks against the checkpoint -> tag groups -> window predictions ->
+scores -> report (:mod:`vcmr.evaluation.report`: ``results.json``, ``per_tag.tsv``,
+``per_tag.png``). The device follows one rule, ``evaluation.device``: ``auto`` (CUDA when
+available, else CPU), ``cpu`` or ``cuda``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -36,9 +36,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
 from vcmr.config import CONFIG_DIR, to_container
-from vcmr.data.tagging import AudioStore, TaggingDataConfig, Track, build_index, drop_unusable
+from vcmr.data.tagging import AudioStore, TaggingData, TaggingDataConfig, Track, open_tagging_data
+from vcmr.evaluation.report import print_report, sha256_file, write_report
 from vcmr.metrics.tagging import tagging_scores
-from vcmr.utils import atomic_path, atomic_write_text
+from vcmr.models.tagger import load_tagger
 
 LAST_WINDOW_RULE = (
     "windows of the model input length start every round(L*(1-overlap)) samples while they fit; "
@@ -216,101 +217,16 @@ def evaluate_tagger(
     }
 
 
-def _fmt(x: Optional[float]) -> str:
-    return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def per_tag_table(result: Mapping[str, Any], setting: Optional[str] = None) -> str:
-    """Tab-separated per-tag table (tag, positives, ROC-AUC, PR-AUC) of one setting."""
-    setting = setting or result["primary"]
-    rows = ["tag\tn_pos\troc_auc\tpr_auc"]
-    for tag, s in result["results"][setting]["per_tag"].items():
-        roc = "" if s["roc_auc"] is None else f"{s['roc_auc']:.6f}"
-        pr = "" if s["pr_auc"] is None else f"{s['pr_auc']:.6f}"
-        rows.append(f"{tag}\t{s['n_pos']}\t{roc}\t{pr}")
-    return "\n".join(rows) + "\n"
-
-
-def print_report(result: Mapping[str, Any], title: str) -> None:
-    """Print overall/group scores of every setting and the per-tag table of the primary one."""
-    print(f"\n{title}  ({result['n_tracks']} tracks, window {result['input_length']} samples)")
-    print(f"{'setting':<22} {'ROC-AUC':>8} {'PR-AUC':>8}")
-    for key, r in result["results"].items():
-        print(f"{key:<22} {_fmt(r['overall']['roc_auc']):>8} {_fmt(r['overall']['pr_auc']):>8}")
-    primary = result["results"][result["primary"]]
-    if primary["groups"]:
-        print(f"\ngroups ({result['primary']})")
-        for g, s in primary["groups"].items():
-            print(f"  {g:<20} {_fmt(s['roc_auc']):>8} {_fmt(s['pr_auc']):>8}  ({s['n_tags']} tags)")
-    print(f"\nper tag ({result['primary']})")
-    print(f"  {'tag':<28} {'pos':>5} {'ROC-AUC':>8} {'PR-AUC':>8}")
-    for tag, s in primary["per_tag"].items():
-        print(f"  {tag:<28} {s['n_pos']:>5} {_fmt(s['roc_auc']):>8} {_fmt(s['pr_auc']):>8}")
-    if primary["undefined"]:
-        print(f"  ({len(primary['undefined'])} tag(s) with a single class in this split left out of the averages)")
-
-
-def plot_per_tag(result: Mapping[str, Any], path: str | os.PathLike, setting: Optional[str] = None) -> Path:
-    """Horizontal bar chart of per-tag ROC-AUC and PR-AUC (sorted by ROC-AUC), PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    setting = setting or result["primary"]
-    per_tag = result["results"][setting]["per_tag"]
-    items = sorted(per_tag.items(), key=lambda kv: -1.0 if kv[1]["roc_auc"] is None else kv[1]["roc_auc"])
-    names = [k for k, _ in items]
-    roc = [np.nan if v["roc_auc"] is None else v["roc_auc"] for _, v in items]
-    pr = [np.nan if v["pr_auc"] is None else v["pr_auc"] for _, v in items]
-    fig, axes = plt.subplots(1, 2, figsize=(10, max(3.0, 0.22 * len(names) + 1.0)), sharey=True)
-    for ax, values, label in zip(axes, (roc, pr), ("ROC-AUC", "PR-AUC")):
-        ax.barh(np.arange(len(names)), values, color="tab:blue" if label == "ROC-AUC" else "tab:orange")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel(label)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(np.arange(len(names)))
-    axes[0].set_yticklabels(names, fontsize=7)
-    fig.suptitle(f"per-tag scores, {setting}")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
-
-
-def write_report(
-    result: Mapping[str, Any], out_dir: str | os.PathLike, header: Mapping[str, Any], chart: bool
-) -> Path:
-    """Write ``results.json``, ``per_tag.tsv`` and (optionally) ``per_tag.png`` into ``out_dir``.
-
-    ``header`` entries (checkpoint, config and data hashes, ...) go first in the JSON.
-    Returns the JSON path.
-    """
-    out = Path(out_dir)
-    body = {k: v for k, v in result.items() if k not in ("predictions", "labels")}
-    doc = {**dict(header), **body}
-    json_path = out / "results.json"
-    atomic_write_text(json_path, json.dumps(doc, indent=2, allow_nan=False))
-    atomic_write_text(out / "per_tag.tsv", per_tag_table(result))
-    if chart:
-        plot_per_tag(result, out / "per_tag.png")
-    return json_path
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------
-# Stand-alone evaluation of a checkpoint
-# --------------------------------------------------------------------------------------
+def resolve_device(name: str) -> str:
+    """``evaluation.device`` -> a torch device: ``auto`` is ``cuda`` when available, else ``cpu``."""
+    if name not in DEVICES:
+        raise ValueError(f"evaluation.device: unknown device '{name}'; choose from {DEVICES}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 @dataclasses.dataclass
@@ -319,7 +235,8 @@ class SongEvalConfig:
 
     ``overlaps``: window overlap ratios; ``aggregations``: ``mean``/``max``; ``batch_size``:
     windows per forward pass; ``tag_groups``: ``null``, ``prefix`` or a YAML file
-    (:func:`load_tag_groups`); ``chart``: write ``per_tag.png``.
+    (:func:`load_tag_groups`); ``chart``: write ``per_tag.png``; ``device``: ``auto``,
+    ``cpu`` or ``cuda`` (:func:`resolve_device`).
     """
 
     overlaps: List[float] = MISSING
@@ -327,6 +244,66 @@ class SongEvalConfig:
     batch_size: int = MISSING
     tag_groups: Optional[str] = MISSING
     chart: bool = MISSING
+    device: str = MISSING
+
+
+def evaluate_split(
+    tagger: torch.nn.Module,
+    meta: Mapping[str, Any],
+    data_cfg: Mapping[str, Any],
+    eval_cfg: Mapping[str, Any],
+    out_dir: str | Path,
+    header: Callable[[TaggingData], Mapping[str, Any]],
+    label: str,
+) -> Dict[str, Any]:
+    """Score a trained tagger song by song on ``data.subset``; write and print the report.
+
+    Args:
+        tagger: model mapping ``[B, 1, L]`` to ``[B, T]`` logits, with ``input_length``.
+        meta: its checkpoint metadata (:func:`~vcmr.models.tagger.load_tagger`: ``tags``,
+            ``sample_rate``, ``path``); the data must have the same tags and sample rate.
+        data_cfg: the ``data`` block (:class:`~vcmr.data.tagging.TaggingDataConfig`).
+        eval_cfg: the ``evaluation`` block (:class:`SongEvalConfig`).
+        out_dir: folder of ``results.json``, ``per_tag.tsv`` and ``per_tag.png``.
+        header: the evaluated data -> entries written first in ``results.json``.
+        label: end of the printed title, after ``<data> <subset>: song-level scores``.
+
+    Returns:
+        ``{"results_json", "roc_auc", "pr_auc" (primary setting), "song": {setting: overall}}``.
+    """
+    ckpt_path = meta["path"]
+    sample_rate = int(data_cfg["sample_rate"])
+    if sample_rate != int(meta["sample_rate"]):
+        raise ValueError(f"data.sample_rate={sample_rate} but {ckpt_path} was trained at {meta['sample_rate']} Hz")
+    data = open_tagging_data(data_cfg)
+    index = data.index
+    if list(index.tags) != list(meta["tags"]):
+        raise ValueError(
+            f"{ckpt_path}: the model predicts {len(meta['tags'])} tags that differ from the "
+            f"{len(index.tags)} tags of {index.name} ({data_cfg['name']}, split {data_cfg['split']}); "
+            "evaluate with the data settings the model was trained with"
+        )
+    subset = str(data_cfg["subset"])
+    if subset not in index.splits:
+        raise ValueError(f"data.subset: '{subset}' is not one of {sorted(index.splits)}")
+    eval_cfg = to_container(eval_cfg)
+    groups = load_tag_groups(eval_cfg["tag_groups"], index.tags)
+    device = resolve_device(str(eval_cfg["device"]))
+    result = evaluate_tagger(tagger, index.splits[subset], data.store, index.tags, eval_cfg, groups, device)
+    json_path = write_report(result, out_dir, header(data), chart=bool(eval_cfg["chart"]))
+    print_report(result, title=f"{index.name} {subset}: song-level scores {label}")
+    primary = result["results"][result["primary"]]["overall"]
+    return {
+        "results_json": str(json_path),
+        "roc_auc": primary["roc_auc"],
+        "pr_auc": primary["pr_auc"],
+        "song": {k: v["overall"] for k, v in result["results"].items()},
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Stand-alone evaluation of a checkpoint
+# --------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -335,14 +312,12 @@ class EvaluationConfig:
 
     ``checkpoint``: a ``.ckpt`` written by stage-3 training, or its run folder.
     ``output_dir``: ``null`` writes to ``<run folder>/evaluation/<data.subset>``.
-    ``device``: ``auto``, ``cpu`` or ``cuda``.
     """
 
     checkpoint: str = MISSING
     data: TaggingDataConfig = dataclasses.field(default_factory=TaggingDataConfig)
     evaluation: SongEvalConfig = dataclasses.field(default_factory=SongEvalConfig)
     output_dir: Optional[str] = MISSING
-    device: str = MISSING
 
 
 def evaluate(cfg: DictConfig) -> Dict[str, Any]:
@@ -351,51 +326,26 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     Returns:
         ``{"results_json", "roc_auc", "pr_auc" (primary setting), "song": {setting: overall}}``.
     """
-    from vcmr.trainers.supervised import load_tagger
-
     tagger, meta = load_tagger(cfg.checkpoint)
     ckpt_path = Path(meta["path"])
-    sample_rate = int(cfg.data.sample_rate)
-    if sample_rate != int(meta["sample_rate"]):
-        raise ValueError(f"data.sample_rate={sample_rate} but {ckpt_path} was trained at {meta['sample_rate']} Hz")
-    index = build_index(cfg.data)
-    if list(index.tags) != list(meta["tags"]):
-        raise ValueError(
-            f"{ckpt_path}: the model predicts {len(meta['tags'])} tags that differ from the "
-            f"{len(index.tags)} tags of {index.name} ({cfg.data.name}, split {cfg.data.split}); "
-            "evaluate with the data settings the model was trained with"
-        )
     subset = str(cfg.data.subset)
-    if subset not in index.splits:
-        raise ValueError(f"data.subset: '{subset}' is not one of {sorted(index.splits)}")
-    store = AudioStore(index.audio_root, sample_rate, cfg.data.cache.dir)
-    index, report = drop_unusable(index, store)
-    device = str(cfg.device)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    groups = load_tag_groups(cfg.evaluation.tag_groups, index.tags)
-    result = evaluate_tagger(tagger, index.splits[subset], store, index.tags, to_container(cfg.evaluation), groups, device)
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "evaluation" / subset
     cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     train_cfg = run_dir / "config.yaml"
-    header = {
-        "checkpoint": {"path": str(ckpt_path), "sha256": sha256_file(ckpt_path), "mode": meta["mode"]},
-        "config": {"sha256": hashlib.sha256(cfg_yaml.encode()).hexdigest(), "values": to_container(cfg)},
-        "training_config": {"path": str(train_cfg), "sha256": sha256_file(train_cfg)} if train_cfg.is_file() else None,
-        "data": {
-            "name": index.name, "split": str(cfg.data.split), "subset": subset,
-            "n_tracks": len(index.splits[subset]), "dropped": report.counts().get(subset, 0),
-            "sha256": index.fingerprint(subset),
-        },
-    }
-    json_path = write_report(result, out_dir, header, chart=bool(cfg.evaluation.chart))
-    print_report(result, title=f"{index.name} {subset}: song-level scores of {ckpt_path.name}")
-    print(f"\nwrote {json_path}")
-    primary = result["results"][result["primary"]]["overall"]
-    return {
-        "results_json": str(json_path),
-        "roc_auc": primary["roc_auc"],
-        "pr_auc": primary["pr_auc"],
-        "song": {k: v["overall"] for k, v in result["results"].items()},
-    }
+
+    def header(data: TaggingData) -> Dict[str, Any]:
+        return {
+            "checkpoint": {"path": str(ckpt_path), "sha256": sha256_file(ckpt_path), "mode": meta["mode"]},
+            "config": {"sha256": hashlib.sha256(cfg_yaml.encode()).hexdigest(), "values": to_container(cfg)},
+            "training_config": {"path": str(train_cfg), "sha256": sha256_file(train_cfg)} if train_cfg.is_file() else None,
+            "data": {
+                "name": data.index.name, "split": str(cfg.data.split), "subset": subset,
+                "n_tracks": len(data.index.splits[subset]), "dropped": data.dropped.counts().get(subset, 0),
+                "sha256": data.index.fingerprint(subset),
+            },
+        }
+
+    result = evaluate_split(tagger, meta, cfg.data, cfg.evaluation, out_dir, header, label=f"of {ckpt_path.name}")
+    print(f"\nwrote {result['results_json']}")
+    return result

@@ -11,27 +11,20 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from vcmr.config import load_cli_config
-from vcmr.data.tagging import DatasetFilesError
+from vcmr.scripts.supervised import run_tagging_command
 
 DEFAULT_CONFIG = "evaluation.yaml"
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
     """Parse ``[--config FILE] key=value ...`` and evaluate the checkpoint."""
-    from vcmr.evaluation import EvaluationConfig, evaluate
+    from vcmr.evaluation.tagging import EvaluationConfig, evaluate
 
-    cfg = load_cli_config(argv, DEFAULT_CONFIG, EvaluationConfig)
-    try:
-        result = evaluate(cfg)
-    except DatasetFilesError as exc:  # missing annotation files: the message says which and where from
-        sys.exit(f"data error: {exc}")
-    print(f"{cfg.data.subset} song-level ROC-AUC {100 * result['roc_auc']:.2f}  PR-AUC {100 * result['pr_auc']:.2f}")
-    return result
+    return run_tagging_command(argv, DEFAULT_CONFIG, EvaluationConfig, evaluate)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point: exit status 0 on success."""
+    """Command-line entry point of the evaluation: exit status 0 on success."""
     run(argv)
     return 0
 

@@ -12,19 +12,20 @@ from torch import nn
 from vcmr.audio.io import save_audio
 from vcmr.config import CONFIG_DIR, load_config
 from vcmr.data.tagging import PONS2017_TAGS, AudioStore, TaggingIndex, Track
-from vcmr.evaluation import (
+from vcmr.evaluation.report import write_report
+from vcmr.evaluation.tagging import (
     EvaluationConfig,
     TrackTooShortError,
     aggregate,
     evaluate,
     evaluate_tagger,
     load_tag_groups,
+    resolve_device,
     split_windows,
     window_starts,
-    write_report,
 )
-from vcmr.models.heads import LinearHead, Tagger
-from vcmr.trainers.supervised import CKPT_FORMAT, CKPT_KEY, TAGGER_PREFIX
+from vcmr.models.heads import LinearHead
+from vcmr.models.tagger import CKPT_FORMAT, CKPT_KEY, TAGGER_PREFIX, Tagger
 
 
 @pytest.mark.parametrize("n, window, overlap", [(100, 10, 0.0), (105, 10, 0.0), (105, 10, 0.5), (1000, 27, 0.3), (27, 27, 0.5)])
@@ -64,6 +65,15 @@ def test_aggregate():
     np.testing.assert_allclose(aggregate(p, "max"), [0.5, 0.9])
     with pytest.raises(ValueError, match="median"):
         aggregate(p, "median")
+
+
+def test_one_device_rule(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cuda") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="evaluation.device"):
+        resolve_device("gpu")
 
 
 class LoudnessTagger(nn.Module):
@@ -178,7 +188,7 @@ def test_evaluate_config_end_to_end(loud_index, tmp_path):
     (tmp_path / "run" / "config.yaml").write_text("seed: 1\n")
     overrides = [f"checkpoint={tmp_path / 'run'}", "data.name=mtg_jamendo", f"data.root={root}",
                  f"data.audio_root={loud_index.audio_root}", "data.split=split-0", "data.sample_rate=8000",
-                 "data.subset=valid", "device=cpu", "evaluation.overlaps=[0.5]", "evaluation.aggregations=[max]"]
+                 "data.subset=valid", "evaluation.device=cpu", "evaluation.overlaps=[0.5]", "evaluation.aggregations=[max]"]
     cfg = load_config(CONFIG_DIR / "evaluation.yaml", overrides, EvaluationConfig)
     result = evaluate(cfg)
     doc = json.loads(open(result["results_json"]).read())
