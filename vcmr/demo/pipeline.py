@@ -21,7 +21,7 @@ def run_demo(output_root: str = "runs/demo", stage3_mode: str = "mlp", extra: Se
         stage3_mode: ``linear``, ``mlp`` or ``finetune`` for the tagging stage.
         extra: overrides applied to every stage (keys they all share, e.g. ``trainer.max_epochs=1``).
     """
-    from vcmr.demo import music, videos
+    from vcmr.demo import music, tagging, videos
     from vcmr.trainers.music import MusicPretrainConfig
     from vcmr.trainers.music import train as train_music
     from vcmr.trainers.supervised import SupervisedConfig
@@ -45,13 +45,13 @@ def run_demo(output_root: str = "runs/demo", stage3_mode: str = "mlp", extra: Se
         CONFIG_DIR / "supervised_demo.yaml",
         [
             *common,
-            f"model.encoder={r2['exports']['audio_encoder']}",
+            f"model.audio_init={r2['exports']['audio_encoder']}",
             f"model.mode={stage3_mode}",
             f"data.sample_rate={cfg2.data.sample_rate}",
         ],
         SupervisedConfig,
     )
-    r3 = train_supervised(cfg3)
+    r3 = train_supervised(tagging.prepare(cfg3))
 
     m1, m2 = r1["metrics"], r2["metrics"]
     rank_zero_print("\n=== Demo summary ===")
