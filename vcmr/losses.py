@@ -356,6 +356,11 @@ def build_loss(name: str, args: Mapping[str, Any]) -> nn.Module:
 from typing import Sequence  # noqa: E402  (the seed losses' own import, kept with them)
 
 
+def _full_precision(t: Tensor) -> Tensor:
+    """Half-precision inputs (mixed precision) are scored in float32; float32/64 stay as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class TopQTripletLoss(nn.Module):
     """VM-NET's inter-modal top-Q triplet ranking loss, in both directions.
 
@@ -405,7 +410,7 @@ class TopQTripletLoss(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
         """``{"xy": x-anchored loss, "yx": y-anchored loss}`` for unit rows ``x, y: [B, D]``."""
         _check_pair(x, y, ("x", "y"))
-        x, y = x.float(), y.float()
+        x, y = _full_precision(x), _full_precision(y)
         if self.gather:
             all_x, all_y, offset = gather_with_grad(x), gather_with_grad(y), rank_offset(x.shape[0])
         else:
@@ -450,8 +455,8 @@ class IntraModalStructureLoss(nn.Module):
         kk = min(self.k, embeddings.shape[0])
         if kk < 2:
             return embeddings.sum() * 0.0
-        f = F.normalize(features[:kk].float(), dim=1)
-        e = F.normalize(embeddings[:kk].float(), dim=1)
+        f = F.normalize(_full_precision(features[:kk]), dim=1)
+        e = F.normalize(_full_precision(embeddings[:kk]), dim=1)
         dl = -(f @ f.t())
         de = -(e @ e.t())
         coeff = torch.sign(dl[:, :-1] - dl[:, 1:]) - torch.sign(de[:, :-1] - de[:, 1:])
@@ -562,7 +567,7 @@ class SiameseContrastiveLoss(nn.Module):
         if match.shape != (audio.shape[0],):
             raise ValueError(f"match must be [B] = [{audio.shape[0]}], got {tuple(match.shape)}")
         y = match.to(audio.dtype)
-        sq = (audio.float() - video.float()).pow(2).sum(dim=1)
+        sq = (_full_precision(audio) - _full_precision(video)).pow(2).sum(dim=1)
         d = torch.sqrt(sq.clamp_min(1e-12))
         per_pair = y * 0.5 * sq + (1 - y) * 0.5 * F.relu(self.margin - d).pow(2)
         contrastive = per_pair.sum() if self.reduction == "sum" else per_pair.mean()
@@ -583,7 +588,7 @@ class RegressionMSELoss(nn.Module):
         """``prediction``, ``target``: ``[B, D]``; returns ``{"loss"}`` (mean over every element)."""
         if prediction.shape != target.shape:
             raise ValueError(f"prediction and target shapes differ: {tuple(prediction.shape)} vs {tuple(target.shape)}")
-        return {"loss": F.mse_loss(prediction.float(), target.float())}
+        return {"loss": F.mse_loss(_full_precision(prediction), _full_precision(target))}
 
 
 __all__ += [
@@ -594,3 +599,126 @@ __all__ += [
     "SiameseContrastiveLoss",
     "RegressionMSELoss",
 ]
+
+
+# --------------------------------------------------------------------------------------
+# Rhythm- and motion-aware matching (UT-CMVMR): many-to-one music galleries, unified target
+# (docs/rhythm_motion.md)
+# --------------------------------------------------------------------------------------
+
+
+def multi_positive_nce(logits: Tensor, positives: Tensor) -> Tensor:
+    """Mean over rows of ``-log(sum_{j in P(i)} exp(l_ij) / sum_j exp(l_ij))``.
+
+    Args:
+        logits: ``[R, N]`` scaled similarities.
+        positives: ``[R, N]`` bool, at least one true per row.
+    """
+    if logits.shape != positives.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and positives {tuple(positives.shape)} differ")
+    if not bool(positives.any(dim=1).all()):
+        raise ValueError("every row needs at least one positive")
+    pos = logits.masked_fill(~positives, float("-inf"))
+    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(pos, dim=1)).mean()
+
+
+class ManyToOneInfoNCE(nn.Module):
+    """Symmetric video<->song InfoNCE when several videos share one song, with global-batch negatives.
+
+    Row ``i`` of the (gathered) batch pairs video ``i`` with its song, ``song[i]`` an integer
+    id; videos of the same song share that id. A video's positives are every audio row of
+    its song (duplicates of one song are not negatives of each other), and a song row's
+    positives are every video of that song: ``-log(sum_pos exp(s/t) / sum_all exp(s/t))``
+    with cosine similarities ``s``, averaged over the local rows in both directions.
+
+    Args:
+        temperature: softmax temperature ``t > 0``.
+        gather: score against the gathered global batch (``True``) or this rank's rows only.
+    """
+
+    def __init__(self, temperature: float, gather: bool = True) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = float(temperature)
+        self.gather = bool(gather)
+
+    def forward(self, video: Tensor, audio: Tensor, song: Tensor) -> Dict[str, Tensor]:
+        """``video``, ``audio``: ``[B, D]`` (any scale), ``song``: ``[B]`` int ids ->
+        ``{"loss", "v2a", "a2v"}`` (nats)."""
+        _check_pair(video, audio, ("video", "audio"))
+        if song.shape != (video.shape[0],) or song.is_floating_point():
+            raise ValueError(f"song must be [B] = [{video.shape[0]}] integer ids, got {tuple(song.shape)} {song.dtype}")
+        b = video.shape[0]
+        v = F.normalize(video.float(), dim=1)
+        a = F.normalize(audio.float(), dim=1)
+        song = song.to(v.device)
+        if self.gather:
+            all_v, all_a, all_song = gather_with_grad(v), gather_with_grad(a), gather_with_grad(song)
+        else:
+            all_v, all_a, all_song = v, a, song
+        positives = song[:, None] == all_song[None, :]  # [B, N]
+        v2a = multi_positive_nce(v @ all_a.t() / self.temperature, positives)
+        a2v = multi_positive_nce(a @ all_v.t() / self.temperature, positives)
+        return {"loss": 0.5 * (v2a + a2v), "v2a": v2a, "a2v": a2v}
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, gather={self.gather}"
+
+
+class UTCMVMRLoss(nn.Module):
+    """The matcher's objective: many-to-one InfoNCE of the two-tower embeddings plus
+    ``cross_weight`` times the same loss on the cross-attention scores of the local batch.
+
+    The cross-attention scores pair every video of the local batch with every song of the
+    local batch (their negatives are local: scoring pairs across ranks would need the
+    sequences of every rank).
+
+    Args:
+        two_tower: :class:`ManyToOneInfoNCE` of the two-tower embeddings.
+        cross_weight: weight of the cross-attention term (0 drops it).
+        cross_temperature: temperature of the cross-attention scores (cosines).
+    """
+
+    def __init__(self, two_tower: ManyToOneInfoNCE, cross_weight: float, cross_temperature: float) -> None:
+        super().__init__()
+        _check_temperature(cross_temperature)
+        if cross_weight < 0:
+            raise ValueError(f"cross_weight must be >= 0, got {cross_weight}")
+        self.two_tower = two_tower
+        self.cross_weight = float(cross_weight)
+        self.cross_temperature = float(cross_temperature)
+
+    def forward(self, audio: Tensor, video: Tensor, song: Tensor, cross: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """``audio``, ``video``: ``[B, D]``; ``song``: ``[B]`` ids; ``cross``: ``[B, B]`` scores
+        (video row, song column) -> ``{"loss", "two_tower", "cross"}``."""
+        out = self.two_tower(video, audio, song)
+        total = out["loss"]
+        parts = {"two_tower": out["loss"].detach()}
+        if cross is not None and self.cross_weight > 0:
+            b = video.shape[0]
+            if cross.shape != (b, b):
+                raise ValueError(f"cross must be [B, B] = [{b}, {b}], got {tuple(cross.shape)}")
+            positives = song[:, None].to(cross.device) == song[None, :].to(cross.device)
+            logits = cross.float() / self.cross_temperature
+            c = 0.5 * (multi_positive_nce(logits, positives) + multi_positive_nce(logits.t(), positives))
+            total = total + self.cross_weight * c
+            parts["cross"] = c.detach()
+        return {"loss": total, **parts}
+
+
+class UnifiedTargetLoss(nn.Module):
+    """Unified pretraining target: both clip encoders predict the sentence embedding of the
+    pair's tags; the loss is the mean cosine distance ``1 - cos(prediction, target)`` of each side."""
+
+    def forward(self, audio_text: Tensor, video_text: Tensor, target: Tensor) -> Dict[str, Tensor]:
+        """``audio_text``, ``video_text``, ``target``: ``[B, T]`` -> ``{"loss", "audio", "video"}``."""
+        for name, x in (("audio_text", audio_text), ("video_text", video_text)):
+            if x.shape != target.shape:
+                raise ValueError(f"{name} {tuple(x.shape)} and target {tuple(target.shape)} differ")
+        t = F.normalize(target.float(), dim=1)
+        la = (1 - (F.normalize(audio_text.float(), dim=1) * t).sum(1)).mean()
+        lv = (1 - (F.normalize(video_text.float(), dim=1) * t).sum(1)).mean()
+        return {"loss": la + lv, "audio": la.detach(), "video": lv.detach()}
+
+
+__all__ += ["multi_positive_nce", "ManyToOneInfoNCE", "UTCMVMRLoss", "UnifiedTargetLoss"]

@@ -13,6 +13,7 @@ from torch import nn
 from vcmr.models.projection import ProjectionHead
 from vcmr.models.samplecnn import SampleCNN
 from vcmr.models.siamese import RegressionBaseline, SiameseMatcher
+from vcmr.models.ut_cmvmr import UTCMVMR
 from vcmr.models.video import LSTMVideoEncoder, TransformerVideoEncoder
 from vcmr.models.vmnet import VMNet
 
@@ -25,6 +26,7 @@ MODULES: Dict[str, Callable[..., nn.Module]] = {
     "vmnet": VMNet,
     "siamese": SiameseMatcher,
     "regression": RegressionBaseline,
+    "ut_cmvmr": UTCMVMR,
 }
 
 
