@@ -64,3 +64,51 @@ def click_song(path: Path, bpm: float, seconds: float, sr: int = 22050, first: f
 
     sf.write(str(path), np.stack([y, 0.5 * y], axis=1), sr, subtype="PCM_16")
     return path
+
+
+#: Audio rate of the tiny test model: a 729-sample window is 0.36 s.
+MODEL_SR = 2000
+TINY_CLIP = {"name": "tiny_clip", "args": {"embed_dim": 16, "image_size": 32, "patch_size": 8, "width": 32,
+                                           "layers": 1, "head_width": 16, "seed": 0},
+             "fps": 5.0, "normalize": False}
+
+
+def tiny_model(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny joint model export (SampleCNN on 729 samples at 2 kHz, LSTM on 16-dim features)."""
+    import torch
+
+    from vcmr.models.export import save_model
+    from vcmr.models.joint import build_joint_model
+
+    spec = {
+        "audio_encoder": {"name": "samplecnn", "args": {
+            "input_length": 729, "first_block": {"out_channels": 8, "kernel_size": 3}, "n_blocks": 5,
+            "channels": [8, 8, 16, 16, 16], "kernel_size": 3, "pool_size": 3,
+            "last_block": {"out_channels": 16, "kernel_size": 1}}},
+        "video_encoder": {"name": "lstm", "args": {"input_dim": 16, "hidden_dim": 8, "num_layers": 1, "dropout": 0.0,
+                                                    "out_dim": None, "pooling": "last"}},
+        "audio_projector": {"name": "projection", "args": {"in_dim": 16, "hidden_dim": 16, "out_dim": 8}},
+        "video_projector": {"name": "projection", "args": {"in_dim": 8, "hidden_dim": 16, "out_dim": 8}},
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_joint_model(spec)
+    extra = {"sample_rate": MODEL_SR, "stage": "video_pretrain", "frame_encoder": TINY_CLIP}
+    return save_model(path, model.eval(), extra)
+
+
+def scene_video(path: Path, colors: np.ndarray, scene_seconds: float, fps: int = 12, width: int = 64,
+                height: int = 48) -> Path:
+    """A video of ``len(colors)`` flat-colour scenes of ``scene_seconds`` each (hard cuts between them)."""
+    per = int(round(scene_seconds * fps))
+
+    def frames():
+        for c in colors:
+            for i in range(per):
+                img = np.empty((height, width, 3), np.uint8)
+                img[:] = c
+                x = (2 * i) % (width - 4)
+                img[: height // 8, x : x + 4] = np.clip(c.astype(int) + 12, 0, 255)
+                yield img
+
+    return write_video(path, frames(), fps, None, 0, crf=18)
