@@ -19,6 +19,10 @@ kind                what                                   array
 ``stage2_audio``    the project's learned music features:  ``[F_a]`` (512 for SampleCNN)
                     a stage-2 export's audio encoder, mean
                     over windows of the kept window
+``rhythm``          per-clip beat count, strength,         ``[n_clips, 7]``
+                    interval, tempo and their classes      (:mod:`vcmr.preprocess.rhythm_motion`)
+``motion``          per-clip optical-flow magnitude        ``[n_clips, bins + 2]``
+                    histogram, mean and class              (:mod:`vcmr.preprocess.rhythm_motion`)
 ==================  =====================================  ========================================
 
 Adding an extractor
@@ -59,6 +63,7 @@ from vcmr.data.feature_cache import (
     settings_diff,
 )
 from vcmr.data.manifest import VideoRecord, read_manifest
+from vcmr.preprocess.rhythm_motion import MotionExtractor, RhythmExtractor
 from vcmr.utils import atomic_save_npy, atomic_write_text
 
 
@@ -233,6 +238,8 @@ EXTRACTORS: Dict[str, Callable[[Mapping[str, Any]], Extractor]] = {
     "vmnet_video": VMNetVideoExtractor,
     "clip_audio": ClipAudioExtractor,
     "stage2_audio": Stage2AudioExtractor,
+    "rhythm": RhythmExtractor,  # per-clip beat count/strength/interval, [n_clips, 7] (vcmr.audio.rhythm)
+    "motion": MotionExtractor,  # per-clip optical-flow histogram + token, [n_clips, bins + 2] (vcmr.video.motion)
 }
 
 
