@@ -143,3 +143,33 @@ def test_errors_a_user_can_act_on(tmp_path, world, monkeypatch):
     with pytest.raises(ValueError, match="output"):
         P.make_video(config(tmp_path, song, output=str(tmp_path / "x.avi")))
     assert not (tmp_path / "out" / "clip.mp4").exists()
+
+
+def test_with_a_built_clip_library(tmp_path, world, monkeypatch):
+    """The real library reader: clips and scenes from library.sqlite, the recorded model, the index."""
+    from vcmr.retrieval.library import LibraryConfig, LibraryError, build
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for v in range(4):
+        (videos / f"src{v}.mp4").symlink_to(world["root"] / f"src{v}.mp4")
+    lib_dir = tmp_path / "library"
+    build(load_config(CONFIG_DIR / "library.yaml", [
+        "progress=false", "clip_seconds=3", "min_clip_seconds=2", "scenes.short_side=32", "thumbs.short_side=32",
+        "scenes.threshold=20", f"input={videos}", f"output={lib_dir}", f"model={world['model']}"], LibraryConfig))
+    view = P.open_library(lib_dir)
+    assert len(view.clips) == 12 and all(c.within_scene for c in view.clips)
+    assert sorted({(c.video_id, c.scene) for c in view.clips}) == [(f"src{v}", k) for v in range(4) for k in range(3)]
+    song = click_song(tmp_path / "song.wav", 120.0, 9.0, first=0.25)
+    cfg = config(tmp_path, song, library=str(lib_dir), **{"choose.in_point": "start"})
+    res = P.make_video(cfg)
+    tl = read_timeline(res["timeline"])
+    assert res["n_shots"] == 4 and len({s.clip_id for s in tl.shots}) == 4
+    by_id = {c.clip_id: c for c in view.clips}
+    for s in tl.shots:
+        assert s.source == by_id[s.clip_id].source and s.in_point == pytest.approx(by_id[s.clip_id].start)
+    other = tiny_model(tmp_path / "other.safetensors", seed=3)
+    with pytest.raises(P.LibraryMismatchError, match="built with the model"):
+        P.make_video(config(tmp_path, song, library=str(lib_dir), model=str(other)))
+    with pytest.raises(LibraryError, match="not a library"):
+        P.make_video(config(tmp_path, song, library=str(tmp_path)))
