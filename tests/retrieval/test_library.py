@@ -119,6 +119,9 @@ def test_library_layout_rows_thumbs_and_status(built, videos, model_path):
     clips = rows(root, "clips")
     assert [r[0] for r in clips] == list(range(20))
     spans = {(r[2], round(r[4], 2), round(r[5], 2), r[7]) for r in clips}
+    scene_spans = {(r[2], r[7]): (round(r[8], 2), round(r[9], 2)) for r in clips}
+    assert [scene_spans[("a", s)] for s in range(3)] == [(0.0, 3.0), (3.0, 7.0), (7.0, 9.0)]
+    assert scene_spans[("e", 1)] == (2.0, 6.0)
     # video a: scenes 0-3, 3-7, 7-9 -> clips [0,2) [2,3) | [3,5) [5,7) | [7,9)
     assert {s for s in spans if s[0] == "a"} == {("a", 0.0, 2.0, 0), ("a", 2.0, 3.0, 0), ("a", 3.0, 5.0, 1),
                                                  ("a", 5.0, 7.0, 1), ("a", 7.0, 9.0, 2)}
@@ -127,7 +130,7 @@ def test_library_layout_rows_thumbs_and_status(built, videos, model_path):
     for r in clips:  # every clip's thumbnail: a JPEG showing the colour of its scene
         from PIL import Image
 
-        img = np.asarray(Image.open(root / r[8]))
+        img = np.asarray(Image.open(root / r[10]))
         second = int((r[4] + r[5]) / 2)
         colour = PALETTE[VIDEOS[r[2]][second]].astype(float)
         assert np.median(img.reshape(-1, 3), axis=0) == pytest.approx(colour, abs=25)

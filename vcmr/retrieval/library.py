@@ -327,6 +327,7 @@ class ClipsKind:
             "starts": np.array([c.start for c in clips], np.float64),
             "ends": np.array([c.end for c in clips], np.float64),
             "scenes": np.array([c.scene for c in clips], np.int64),
+            "scene_bounds": np.array(scenes, np.float64).reshape(-1, 2),
         })
         return {**facts, "status": "ok", "reason": "", "n_entries": len(clips)}
 
@@ -337,10 +338,11 @@ class ClipsKind:
                 continue
             part = load_part(root, rec["item_id"])
             vecs.append(part["vectors"])
+            bounds = part["scene_bounds"]
             for k, (a, b, s) in enumerate(zip(part["starts"], part["ends"], part["scenes"])):
                 cid = clip_id(rec["item_id"], k)
                 rows.append((len(rows), cid, rec["item_id"], rec["source"], float(a), float(b), float(b - a), int(s),
-                             f"{THUMBS_DIR}/{cid}.jpg"))
+                             float(bounds[s, 0]), float(bounds[s, 1]), f"{THUMBS_DIR}/{cid}.jpg"))
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
         return {"clips": vectors}, {"clips": rows}
 
@@ -392,7 +394,8 @@ KINDS: Dict[str, Any] = {"clips": ClipsKind(), "music": MusicKind()}
 #: the same name; ``status`` has one row per input file.
 TABLES: Dict[str, str] = {
     "clips": "row INTEGER PRIMARY KEY, clip_id TEXT UNIQUE NOT NULL, video_id TEXT NOT NULL, source TEXT NOT NULL, "
-             "start REAL NOT NULL, end REAL NOT NULL, duration REAL NOT NULL, scene INTEGER NOT NULL, thumb TEXT NOT NULL",
+             "start REAL NOT NULL, end REAL NOT NULL, duration REAL NOT NULL, scene INTEGER NOT NULL, "
+             "scene_start REAL NOT NULL, scene_end REAL NOT NULL, thumb TEXT NOT NULL",
     "songs": "row INTEGER PRIMARY KEY, song_id TEXT UNIQUE NOT NULL, source TEXT NOT NULL, duration REAL NOT NULL, "
              "n_windows INTEGER NOT NULL, first_window INTEGER NOT NULL",
     "windows": "row INTEGER PRIMARY KEY, song_id TEXT NOT NULL, song_row INTEGER NOT NULL, window INTEGER NOT NULL, "
