@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from vcmr.models.export import CheckpointError
 from vcmr.models.heads import HEADS, LinearHead, MLPHead, build_head
 from vcmr.models.tagger import CKPT_FORMAT, CKPT_KEY, TAGGER_PREFIX, build_tagger, find_checkpoint, load_tagger
 
@@ -70,5 +71,5 @@ def test_load_tagger_reads_tensors_only(tmp_path):
     with pytest.raises(ValueError, match="no 'vcmr_tagger' entry"):
         load_tagger(tmp_path / "plain.ckpt")
     torch.save({"state_dict": {}, CKPT_KEY: _NotATensor()}, tmp_path / "pickled.ckpt")
-    with pytest.raises(ValueError, match="tensors-only"):
+    with pytest.raises(CheckpointError, match="pickled.ckpt: cannot be read as tensors only"):
         load_tagger(tmp_path / "pickled.ckpt")

@@ -27,6 +27,7 @@ from torch import nn
 
 from vcmr.config import to_container
 from vcmr.models.build import build_audio_encoder
+from vcmr.models.export import load_tensors_only
 from vcmr.models.heads import build_head
 from vcmr.models.registry import build_module
 
@@ -139,7 +140,10 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_tagger(path: str | Path) -> Tuple[Tagger, Dict[str, Any]]:
-    """Rebuild a trained tagger from a ``tagger/1`` checkpoint (tensors-only loading).
+    """Rebuild a trained tagger from a ``tagger/1`` checkpoint.
+
+    The file is read tensors-only (:func:`~vcmr.models.export.load_tensors_only`:
+    ``torch.load(weights_only=True)`` whatever the environment says).
 
     Args:
         path: a ``.ckpt`` file or a run folder (:func:`find_checkpoint`).
@@ -147,12 +151,13 @@ def load_tagger(path: str | Path) -> Tuple[Tagger, Dict[str, Any]]:
     Returns:
         ``(tagger, meta)`` in eval mode; ``meta`` has ``tags``, ``encoder``, ``head``,
         ``mode``, ``sample_rate`` and ``path`` (the checkpoint file read).
+
+    Raises:
+        CheckpointError: the file holds more than tensors and plain containers.
+        ValueError: the file is not a tagger checkpoint.
     """
     ckpt_path = find_checkpoint(path)
-    try:
-        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{ckpt_path}: cannot be read as a tensors-only checkpoint ({exc})") from exc
+    ckpt = load_tensors_only(ckpt_path)
     meta = ckpt.get(CKPT_KEY) if isinstance(ckpt, Mapping) else None
     if not meta or meta.get("format") != CKPT_FORMAT:
         raise ValueError(f"{ckpt_path}: not a supervised tagging checkpoint (no '{CKPT_KEY}' entry)")

@@ -162,11 +162,11 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         where ``song`` holds the overall scores per (overlap, aggregation) and
         ``roc_auc``/``pr_auc`` those of the primary setting (first overlap, first aggregation).
     """
+    run_dir, ckpt_path = start_run(cfg)
     data = open_tagging_data(cfg.data)
     rank_zero_print(data.summary())
     for note in data.index.notes:
         rank_zero_print(f"  note: {note}")
-    run_dir, ckpt_path = start_run(cfg)
     sample_rate = int(cfg.data.sample_rate)
     tags = data.index.tags
     tagger, meta = build_tagger(cfg.model, len(tags), sample_rate)
