@@ -19,10 +19,11 @@ import pytest
 from vcmr.audio.io import save_audio
 from vcmr.config import CONFIG_DIR, ConfigError, load_config
 from vcmr.retrieval import library as lib
-from vcmr.retrieval.check import chance_first_own, own_item_ranks, own_item_recall, self_retrieval
+from vcmr.retrieval.check import chance_first_own, own_item_ranks, own_item_recall
 from vcmr.retrieval.embedder import Embedder, window_starts
 from vcmr.retrieval.index import VectorIndex
-from vcmr.retrieval.library import ClipSpan, LibraryConfig, LibraryError, build, cut_clips, load_part, read_sources
+from vcmr.retrieval.library import (ClipSpan, LibraryConfig, LibraryError, build, cut_clips, load_part, read_sources,
+                                    self_retrieval)
 from vcmr.video.writer import write_video
 
 sys.path.insert(0, str(Path(__file__).parent))

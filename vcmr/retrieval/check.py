@@ -1,4 +1,4 @@
-"""Library-level self-retrieval: does a music video's own soundtrack find its own clips?
+"""Library-level self-retrieval metrics: does a music video's own soundtrack find its own clips?
 
 For a clip library built from music videos, each video's audio track is a natural query
 whose right answers are known: the clips of that video. :func:`own_item_ranks` gives, per
@@ -11,19 +11,17 @@ ranking, the first own item lies within the top ``K`` with probability
 ``1 - C(N - m, K) / C(N, K)``, and its expected rank is ``(N + 1) / (m + 1)``.
 
 For a music library built from the same videos, the query is the video (its clip
-embeddings pooled) and the one right answer its own soundtrack.
+embeddings pooled) and the one right answer its own soundtrack. The check of a whole
+library is :func:`vcmr.retrieval.library.self_retrieval`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
-
-from vcmr.utils import atomic_write_text
 
 CHECK_FILE = "check.json"
 
@@ -124,69 +122,6 @@ def held_out_ids(model_path: str | Path, ids: Sequence[str]) -> List[str]:
     return [i for i in ids if hash_split(i, float(val)) == "val"]
 
 
-def self_retrieval(
-    root: str | Path,
-    embedder,
-    ks: Sequence[int],
-    max_items: Optional[int] = None,
-    subsets: Optional[Mapping[str, Sequence[str]]] = None,
-    progress: bool = True,
-) -> Dict[str, Any]:
-    """Self-retrieval of a library: each file's other modality as the query (see the module docstring).
-
-    Args:
-        root: library folder (assembled).
-        embedder: the :class:`~vcmr.retrieval.embedder.Embedder` of the library's model.
-        ks: Recall@K cut-offs.
-        max_items: check only the first ``max_items`` files (sorted ids); ``None``: all.
-        subsets: extra named groups of ids to report on their own (e.g. held-out videos).
-        progress: progress bar.
-
-    Returns:
-        ``{"direction", "all": metrics, <subset>: metrics, "skipped": {id: reason}}``, also
-        written to ``<root>/check.json``. Files whose query cannot be decoded are skipped.
-    """
-    from tqdm import tqdm
-
-    from vcmr.retrieval.library import load_part, read_library_yaml, read_records
-    from vcmr.utils import MediaFileError
-
-    root = Path(root)
-    kind = read_library_yaml(root)["kind"]
-    records = [r for r in read_records(root).values() if r["status"] == "ok"]
-    items, owners = [], []
-    for rec in records:
-        part = load_part(root, rec["item_id"])
-        vec = part["vectors"] if kind == "clips" else part["song"]
-        items.append(vec)
-        owners += [rec["item_id"]] * len(vec)
-    if not items:
-        raise ValueError(f"{root}: no usable items to check")
-    queries, q_owner, skipped = [], [], {}
-    todo = records if max_items is None else records[: int(max_items)]
-    for rec in tqdm(todo, desc="self-retrieval queries", unit="file", disable=not progress, leave=False):
-        try:
-            if kind == "clips":
-                queries.append(embedder.embed_audio(rec["source"]).song)
-            else:
-                queries.append(embedder.embed_video(rec["source"]).video)
-            q_owner.append(rec["item_id"])
-        except MediaFileError as exc:
-            skipped[rec["item_id"]] = exc.reason
-    if not queries:
-        raise ValueError(f"{root}: no query could be decoded ({len(skipped)} skipped)")
-    Q, N = np.stack(queries), np.concatenate(items)
-    direction = "song -> own video's clips" if kind == "clips" else "video -> own soundtrack"
-    out: Dict[str, Any] = {"direction": direction, "all": own_item_recall(Q, N, q_owner, owners, ks)}
-    for name, ids in (subsets or {}).items():
-        sel = [i for i, o in enumerate(q_owner) if o in set(ids)]
-        if sel:
-            out[name] = own_item_recall(Q[sel], N, [q_owner[i] for i in sel], owners, ks)
-    out["skipped"] = skipped
-    atomic_write_text(root / CHECK_FILE, json.dumps(out, indent=1))
-    return out
-
-
 def format_check(result: Mapping[str, Any], ks: Sequence[int]) -> str:
     """A short table of :func:`self_retrieval` results."""
     head = "  ".join(f"R@{k:<5}" for k in ks)
@@ -202,4 +137,4 @@ def format_check(result: Mapping[str, Any], ks: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["chance_first_own", "format_check", "held_out_ids", "own_item_ranks", "own_item_recall", "self_retrieval"]
+__all__ = ["CHECK_FILE", "chance_first_own", "format_check", "held_out_ids", "own_item_ranks", "own_item_recall"]

@@ -684,7 +684,7 @@ def build(cfg: DictConfig, embedder=None) -> LibrarySummary:
     summary = LibrarySummary(root, kind.name, len(records), processed, dict(counts), dict(reasons), assembled,
                              time.perf_counter() - t0)
     if assembled is not None and cfg.check.self_retrieval:
-        from vcmr.retrieval.check import held_out_ids, self_retrieval
+        from vcmr.retrieval.check import held_out_ids
 
         ok = [r["item_id"] for r in records if r["status"] == "ok"]
         held = held_out_ids(embedder.model_path, ok)
@@ -693,8 +693,71 @@ def build(cfg: DictConfig, embedder=None) -> LibrarySummary:
     return summary
 
 
+def self_retrieval(
+    root: str | Path,
+    embedder,
+    ks: Sequence[int],
+    max_items: Optional[int] = None,
+    subsets: Optional[Mapping[str, Sequence[str]]] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Self-retrieval of a library: each file's other modality as the query (see :mod:`vcmr.retrieval.check`).
+
+    Args:
+        root: library folder (assembled).
+        embedder: the :class:`~vcmr.retrieval.embedder.Embedder` of the library's model.
+        ks: Recall@K cut-offs.
+        max_items: check only the first ``max_items`` files (sorted ids); ``None``: all.
+        subsets: extra named groups of ids to report on their own (e.g. held-out videos).
+        progress: progress bar.
+
+    Returns:
+        ``{"direction", "all": metrics, <subset>: metrics, "skipped": {id: reason}}``, also
+        written to ``<root>/check.json``. Files whose query cannot be decoded are skipped.
+    """
+    from tqdm import tqdm
+
+    from vcmr.retrieval.check import CHECK_FILE, own_item_recall
+    from vcmr.utils import MediaFileError
+
+    root = Path(root)
+    kind = read_library_yaml(root)["kind"]
+    records = [r for r in read_records(root).values() if r["status"] == "ok"]
+    items, owners = [], []
+    for rec in records:
+        part = load_part(root, rec["item_id"])
+        vec = part["vectors"] if kind == "clips" else part["song"]
+        items.append(vec)
+        owners += [rec["item_id"]] * len(vec)
+    if not items:
+        raise ValueError(f"{root}: no usable items to check")
+    queries, q_owner, skipped = [], [], {}
+    todo = records if max_items is None else records[: int(max_items)]
+    for rec in tqdm(todo, desc="self-retrieval queries", unit="file", disable=not progress, leave=False):
+        try:
+            if kind == "clips":
+                queries.append(embedder.embed_audio(rec["source"]).song)
+            else:
+                queries.append(embedder.embed_video(rec["source"]).video)
+            q_owner.append(rec["item_id"])
+        except MediaFileError as exc:
+            skipped[rec["item_id"]] = exc.reason
+    if not queries:
+        raise ValueError(f"{root}: no query could be decoded ({len(skipped)} skipped)")
+    Q, N = np.stack(queries), np.concatenate(items)
+    direction = "song -> own video's clips" if kind == "clips" else "video -> own soundtrack"
+    out: Dict[str, Any] = {"direction": direction, "all": own_item_recall(Q, N, q_owner, owners, ks)}
+    for name, ids in (subsets or {}).items():
+        sel = [i for i, o in enumerate(q_owner) if o in set(ids)]
+        if sel:
+            out[name] = own_item_recall(Q[sel], N, [q_owner[i] for i in sel], owners, ks)
+    out["skipped"] = skipped
+    atomic_write_text(root / CHECK_FILE, json.dumps(out, indent=1))
+    return out
+
+
 __all__ = [
     "KINDS", "TABLES", "ClipSpan", "LibraryConfig", "LibraryError", "LibrarySummary", "MediaSource",
     "assemble", "build", "cut_clips", "load_part", "make_embedder", "read_library_yaml", "read_records",
-    "read_sources", "settings_view",
+    "read_sources", "self_retrieval", "settings_view",
 ]
