@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vcmr.audio.io import save_audio
-from vcmr.data.audio_folder import AudioClipDataset, AudioFolderDataModule, index_folder
+from vcmr.data.audio_folder import AudioClipDataset, AudioFolderDataModule, index_folder, write_report
 from vcmr.demo.music import ensure_demo_music
 from vcmr.utils import hash_split
 
@@ -53,9 +53,10 @@ def test_datamodule_report_and_batches(tmp_path):
     root = make_folder(tmp_path / "audio", n=10)
     report = tmp_path / "rejected.tsv"
     dm = AudioFolderDataModule(
-        str(root), SR, 4000, 0.3, [".wav", ".flac", ".mp3"], "full", 2, loader_cfg(), str(report)
+        str(root), SR, 4000, 0.3, [".wav", ".flac", ".mp3"], "full", 2, loader_cfg()
     )
     dm.setup()
+    write_report(report, dm.rejected)
     counts = dm.summary()
     assert counts["train"] + counts["val"] == 10 and counts["rejected"] == 3
     lines = report.read_text().strip().splitlines()
