@@ -8,7 +8,8 @@ import soundfile as sf
 
 from vcmr.audio.io import load_audio, save_audio
 from vcmr.data.tagging import AudioStore, CropDataset, drop_unusable, parse_mtat_pons2017
-from vcmr.preprocess.tagging_cache import build_cache, main
+from vcmr.preprocess.tagging_cache import build_cache
+from vcmr.scripts.tagging_cache import main
 
 
 def _gt(clip, pos):

@@ -16,7 +16,7 @@ The file layout is defined, read and written by :mod:`vcmr.data.tagging.cache`.
 
 Command (same config and overrides as training; the model keys are not used here)::
 
-    python -m vcmr.preprocess.tagging_cache --config config/supervised.yaml \\
+    python -m vcmr.scripts.tagging_cache --config config/supervised.yaml \\
         data.name=magnatagatune data.root=<dir> data.cache.dir=<cache dir>
 """
 
@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Tuple
 
 from tqdm import tqdm
 
 from vcmr.audio.io import AudioDecodeError, load_audio
-from vcmr.data.tagging import TaggingDataConfig, TaggingIndex, build_index, cache
+from vcmr.data.tagging import TaggingIndex, cache
 
 
 @dataclasses.dataclass
@@ -124,39 +123,3 @@ def build_cache(
     )
     cache.write_report(cache_dir, dataclasses.asdict(report))
     return report
-
-
-def main(argv: Optional[Sequence[str]] = None) -> CacheReport:
-    """``--config FILE key=value ...``: build the cache that ``data.cache`` names.
-
-    Reads the stage-3 training config; only its ``data`` block is used (and validated
-    against :class:`~vcmr.data.tagging.TaggingDataConfig`).
-    """
-    from omegaconf import OmegaConf
-
-    from vcmr.config import ConfigError, load_config, parse_cli
-
-    path, overrides = parse_cli(argv, "supervised.yaml")
-    if not any(o.startswith("model.audio_init=") for o in overrides):
-        overrides.append("model.audio_init=scratch")  # required by the training config, unused here
-    try:
-        full = load_config(path, overrides)
-        data = OmegaConf.merge(OmegaConf.structured(TaggingDataConfig), full.data)
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
-    except Exception as exc:  # omegaconf validation of the data block
-        sys.exit(f"config error in data: {exc}")
-    if data.cache.dir is None:
-        sys.exit("config error: data.cache.dir is null; set data.cache.dir=<folder for the cache>")
-    index = build_index(data)
-    report = build_cache(index, data.cache.dir, int(data.sample_rate), str(data.cache.format), int(data.cache.num_workers))
-    print(report.summary())
-    for rel, why in list(report.failed.items())[:20]:
-        print(f"  failed: {rel}: {why}")
-    if len(report.failed) > 20:
-        print(f"  ... {len(report.failed) - 20} more in {Path(data.cache.dir) / cache.CACHE_FAILED}")
-    return report
-
-
-if __name__ == "__main__":
-    main()
