@@ -37,8 +37,12 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path, module: str) -> Set[str]:
-    """Every ``vcmr`` module ``path`` imports (``from vcmr.a import b`` gives ``vcmr.a.b`` when that is a module)."""
+def imports_of(path: Path, module: str, modules: Set[str]) -> Set[str]:
+    """Every ``vcmr`` module ``path`` imports.
+
+    ``from vcmr.a import b`` counts as importing ``vcmr.a.b`` when that is a module (a
+    submodule import) and ``vcmr.a`` otherwise (a name defined in it).
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     out: Set[str] = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -52,8 +56,9 @@ def imports_of(path: Path, module: str) -> Set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             if base.split(".")[0] != "vcmr":
                 continue
-            out.add(base)
-            out.update(f"{base}.{a.name}" for a in node.names)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.add(sub if sub in modules else base)
     return out
 
 
@@ -62,7 +67,7 @@ def import_graph(root: Path) -> Dict[str, Set[str]]:
     files = {module_name(p, root): p for p in root.rglob("*.py")}
     graph = {}
     for mod, path in files.items():
-        graph[mod] = {m for m in imports_of(path, mod) if m in files and m != mod}
+        graph[mod] = {m for m in imports_of(path, mod, set(files)) if m in files and m != mod}
     return graph
 
 
