@@ -125,7 +125,7 @@ def render_page(
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 20px; background: #111; color: #ddd; }}
 h1 {{ font-size: 20px; margin: 0 0 4px; }} .facts {{ color: #999; margin-bottom: 12px; }}
-video {{ max-width: 100%; max-height: 60vh; background: #000; display: block; margin-bottom: 14px; }}
+video {{ width: 100%; max-width: 960px; max-height: 60vh; background: #000; display: block; margin-bottom: 14px; }}
 .timeline {{ overflow-x: auto; border: 1px solid #333; background: #181818; }}
 .inner {{ position: relative; width: {width}px; }}
 .wave .bg {{ fill: #1d1d1d; }} .wave .env {{ fill: #4f8fd6; }}
