@@ -13,11 +13,14 @@ required key left unset raises :class:`ConfigError` naming the key, before any w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
+import sys
+import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -31,7 +34,68 @@ BASE_KEY = "_base_"
 
 
 class ConfigError(ValueError):
-    """A configuration key is unknown, mistyped or missing."""
+    """A configuration key is unknown, mistyped, missing or out of its range."""
+
+
+# --------------------------------------------------------------------------------------
+# Value checks carried by schema fields (``metadata={"check": ...}``), run by load_config
+# --------------------------------------------------------------------------------------
+
+Check = Tuple[Callable[[Any], bool], str]
+
+
+def required(check: Optional[Check] = None) -> Any:
+    """A required schema field (no default: the YAML gives the value) with an optional value check."""
+    return dataclasses.field(default=MISSING, metadata={"check": check} if check else {})
+
+
+def at_least(low: float) -> Check:
+    return (lambda v: v >= low, f"must be >= {low:g}")
+
+
+def above(low: float) -> Check:
+    return (lambda v: v > low, f"must be > {low:g}")
+
+
+def in_range(low: float, high: float, closed_high: bool = False) -> Check:
+    if closed_high:
+        return (lambda v: low <= v <= high, f"must be in [{low:g}, {high:g}]")
+    return (lambda v: low <= v < high, f"must be in [{low:g}, {high:g})")
+
+
+def one_of(*choices: str) -> Check:
+    return (lambda v: v in choices, f"must be one of {', '.join(choices)}")
+
+
+def check_values(cfg: DictConfig, schema: Type, prefix: str = "") -> None:
+    """Apply every field check of ``schema`` (recursively) to ``cfg``; ``None`` values are not checked.
+
+    Raises:
+        ConfigError: naming the first key whose value fails its check, and the rule.
+    """
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        value = cfg.get(f.name) if isinstance(cfg, DictConfig) else None
+        if value is None:
+            continue
+        sub = _dataclass_of(hints.get(f.name, f.type))
+        if sub is not None and isinstance(value, DictConfig):
+            check_values(value, sub, key + ".")
+            continue
+        check = f.metadata.get("check")
+        if check is not None:
+            ok, rule = check
+            if not ok(value):
+                raise ConfigError(f"key '{key}': {value!r} {rule}")
+
+
+def _dataclass_of(tp: Any) -> Optional[Type]:
+    """The dataclass in a resolved field type (``X`` or ``Optional[X]``), if any."""
+    for cand in (tp, *getattr(tp, "__args__", ())):
+        if dataclasses.is_dataclass(cand):
+            return cand
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -53,18 +117,18 @@ class TrainerConfig:
 
     accelerator: str = MISSING
     devices: Any = MISSING
-    num_nodes: int = MISSING
+    num_nodes: int = required(at_least(1))
     strategy: str = MISSING
     precision: Any = MISSING
-    max_epochs: int = MISSING
-    max_steps: int = MISSING
-    accumulate_grad_batches: int = MISSING
+    max_epochs: int = required(at_least(-1))
+    max_steps: int = required(at_least(-1))
+    accumulate_grad_batches: int = required(at_least(1))
     gradient_clip_val: Optional[float] = MISSING
-    log_every_n_steps: int = MISSING
-    check_val_every_n_epoch: int = MISSING
+    log_every_n_steps: int = required(at_least(1))
+    check_val_every_n_epoch: int = required(at_least(1))
     limit_train_batches: Optional[float] = MISSING
     limit_val_batches: Optional[float] = MISSING
-    num_sanity_val_steps: int = MISSING
+    num_sanity_val_steps: int = required(at_least(-1))
     deterministic: bool = MISSING
     enable_progress_bar: bool = MISSING
 
@@ -73,7 +137,7 @@ class TrainerConfig:
 class LoggerConfig:
     """``name`` is ``tensorboard``, ``wandb``, ``csv`` or ``none``."""
 
-    name: str = MISSING
+    name: str = required(one_of("tensorboard", "wandb", "csv", "none"))
     project: str = MISSING
 
 
@@ -81,25 +145,25 @@ class LoggerConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule (linear warmup, then cosine or constant)."""
 
-    name: str = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
+    name: str = required(one_of("adam", "adamw", "lars"))
+    lr: float = required(above(0))
+    weight_decay: float = required(at_least(0))
     betas: List[float] = MISSING
-    momentum: float = MISSING
-    warmup_steps: int = MISSING
-    schedule: str = MISSING
-    min_lr_ratio: float = MISSING
+    momentum: float = required(in_range(0, 1))
+    warmup_steps: int = required(at_least(0))
+    schedule: str = required(one_of("cosine", "constant"))
+    min_lr_ratio: float = required(in_range(0, 1, closed_high=True))
 
 
 @dataclasses.dataclass
 class DataLoaderConfig:
     """Settings passed to every ``torch.utils.data.DataLoader`` of a stage."""
 
-    batch_size: int = MISSING
-    num_workers: int = MISSING
+    batch_size: int = required(at_least(1))
+    num_workers: int = required(at_least(0))
     pin_memory: bool = MISSING
     persistent_workers: bool = MISSING
-    prefetch_factor: Optional[int] = MISSING
+    prefetch_factor: Optional[int] = required(at_least(1))
 
 
 @dataclasses.dataclass
@@ -107,9 +171,9 @@ class CheckpointConfig:
     """The best-checkpoint callback: ``monitor`` (a logged metric), ``mode`` (min|max), file name pattern."""
 
     monitor: str = MISSING
-    mode: str = MISSING
+    mode: str = required(one_of("min", "max"))
     filename: str = MISSING
-    save_top_k: int = MISSING
+    save_top_k: int = required(at_least(-1))
 
 
 @dataclasses.dataclass
@@ -117,9 +181,9 @@ class EarlyStoppingConfig:
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` validations."""
 
     monitor: str = MISSING
-    mode: str = MISSING
-    patience: int = MISSING
-    min_delta: float = MISSING
+    mode: str = required(one_of("min", "max"))
+    patience: int = required(at_least(0))
+    min_delta: float = required(at_least(0))
 
 
 @dataclasses.dataclass
@@ -239,6 +303,8 @@ def load_config(
     missing = missing_keys(cfg)
     if missing:
         raise ConfigError(f"{p}: required key(s) without a value: {', '.join(missing)}")
+    if schema is not None:
+        check_values(cfg, schema)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
@@ -274,35 +340,22 @@ def parse_cli(argv: Optional[Sequence[str]], default_config: str) -> tuple[str, 
     return args.config, list(args.overrides)
 
 
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn a :class:`ConfigError` raised inside the block into ``config error: ...`` on stderr and exit status 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def load_cli_config(argv: Optional[Sequence[str]], default_config: str, schema: Type) -> DictConfig:
     """``parse_cli`` + ``load_config`` for an entry point.
 
     A :class:`ConfigError` is printed as ``config error: ...`` on stderr and ends the
     process with exit status 2, before any work starts.
     """
-    import sys
-
     path, overrides = parse_cli(argv, default_config)
-    try:
+    with cli_errors():
         return load_config(path, overrides, schema=schema)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def with_values(cfg: DictConfig, values: Dict[str, Any]) -> DictConfig:
-    """A read-only copy of ``cfg`` with dotted keys set, e.g. ``{"data.root": "/data/x"}``.
-
-    Keys must exist in ``cfg`` (a typo raises :class:`ConfigError` naming it).
-    """
-    out = OmegaConf.merge(cfg, {})
-    OmegaConf.set_readonly(out, False)
-    for key, value in values.items():
-        if OmegaConf.select(out, key, default=_ABSENT) is _ABSENT:
-            raise ConfigError(f"with_values: unknown key '{key}'")
-        OmegaConf.update(out, key, value, merge=False)
-    OmegaConf.set_readonly(out, True)
-    return out
-
-
-_ABSENT = object()

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from vcmr.config import ConfigError, save_config, to_container
+from vcmr.config import ConfigError, above, at_least, one_of, required, save_config, to_container
 from vcmr.preprocess.download import (
     DownloadSettings,
     VideoSource,
@@ -62,29 +62,29 @@ CONFIG_NAME = "preprocess_config.yaml"
 class WindowConfig:
     """Kept window: the middle ``seconds`` of each video; ``short_rule`` for shorter ones."""
 
-    seconds: float = MISSING
-    short_rule: str = MISSING
+    seconds: float = required((lambda v: v > 0 and float(v) == int(v), "must be a positive whole number of seconds"))
+    short_rule: str = required(one_of(*SHORT_RULES))
 
 
 @dataclasses.dataclass
 class ScenesConfig:
     """PySceneDetect ContentDetector on frames sampled at ``fps``, scaled to ``short_side``."""
 
-    threshold: float = MISSING
-    min_scene_len: float = MISSING
-    max_scene_seconds: float = MISSING
-    fps: float = MISSING
-    short_side: int = MISSING
+    threshold: float = required(above(0))
+    min_scene_len: float = required(at_least(0))
+    max_scene_seconds: float = required(above(0))
+    fps: float = required(above(0))
+    short_side: int = required(at_least(16))
 
 
 @dataclasses.dataclass
 class AudioSegmentsConfig:
     """Mono audio at ``sample_rate`` cut into ``n_segments`` files of ``segment_seconds``."""
 
-    sample_rate: int = MISSING
-    segment_seconds: float = MISSING
-    n_segments: int = MISSING
-    format: str = MISSING
+    sample_rate: int = required(at_least(1000))
+    segment_seconds: float = required(above(0))
+    n_segments: int = required(at_least(1))
+    format: str = required(one_of("wav", "flac"))
 
 
 @dataclasses.dataclass
@@ -92,11 +92,11 @@ class FramesConfig:
     """Frames sampled at ``fps``, encoded by ``encoder`` (arguments in ``encoders[encoder]``)
     and averaged per second."""
 
-    fps: float = MISSING
+    fps: float = required(above(0))
     interpolation: str = MISSING
-    decoder_threads: int = MISSING
-    end_tolerance: float = MISSING
-    batch_size: int = MISSING
+    decoder_threads: int = required(at_least(0))
+    end_tolerance: float = required(at_least(0))
+    batch_size: int = required(at_least(1))
     normalize: bool = MISSING
     device: str = MISSING
     encoder: str = MISSING
@@ -140,8 +140,8 @@ class PreprocessConfig:
     shard: str = MISSING
     merge: bool = MISSING
     retry_failed: bool = MISSING
-    num_workers: int = MISSING
-    max_pending: int = MISSING
+    num_workers: int = required(at_least(0))
+    max_pending: int = required(at_least(1))
     start_method: str = MISSING
     progress: bool = MISSING
     window: WindowConfig = dataclasses.field(default_factory=WindowConfig)
@@ -191,21 +191,17 @@ def manifest_name(shard: Tuple[int, int]) -> str:
 
 
 def _validate(cfg: DictConfig) -> None:
-    if cfg.window.short_rule not in SHORT_RULES:
-        raise ConfigError(f"window.short_rule: '{cfg.window.short_rule}' not in {SHORT_RULES}")
-    if cfg.audio.format not in ("wav", "flac"):
-        raise ConfigError(f"audio.format: '{cfg.audio.format}' must be wav or flac")
+    """Checks across keys (each key's own range is checked by the schema when the config is loaded)."""
     if cfg.audio.n_segments * cfg.audio.segment_seconds > cfg.window.seconds + 1e-9:
         raise ConfigError(
             f"audio: {cfg.audio.n_segments} segments of {cfg.audio.segment_seconds} s do not fit "
             f"the {cfg.window.seconds} s window"
         )
-    if float(cfg.window.seconds) != int(cfg.window.seconds):
-        raise ConfigError(f"window.seconds: {cfg.window.seconds} must be a whole number of seconds")
-    if cfg.frames.fps <= 0 or cfg.scenes.fps <= 0:
-        raise ConfigError("frames.fps and scenes.fps must be positive")
-    if cfg.num_workers < 0:
-        raise ConfigError("num_workers must be >= 0 (0 decodes in the main process)")
+    if cfg.frames.encoder not in cfg.frames.encoders:
+        raise ConfigError(
+            f"frames.encoder: '{cfg.frames.encoder}' has no argument block in frames.encoders "
+            f"(known: {sorted(cfg.frames.encoders)})"
+        )
 
 
 def output_view(cfg: DictConfig) -> Dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from vcmr.config import load_cli_config
+from vcmr.config import cli_errors, load_cli_config
 from vcmr.preprocess.builder import PreprocessConfig, build
 
 
@@ -24,7 +24,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         root = ensure_demo_dataset(cfg)
         print(f"demo music-video dataset: {root} (manifest: {root / 'manifest.csv'})")
         return 0
-    print(build(cfg))
+    with cli_errors():
+        print(build(cfg))
     return 0
 
 

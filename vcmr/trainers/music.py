@@ -25,6 +25,11 @@ from vcmr.config import (
     OptimConfig,
     OutputConfig,
     TrainerConfig,
+    above,
+    at_least,
+    in_range,
+    one_of,
+    required,
     to_container,
 )
 from vcmr.data.audio_folder import AudioFolderDataModule, write_report
@@ -39,12 +44,12 @@ from vcmr.utils import rank_zero_print
 @dataclasses.dataclass
 class MusicDataConfig:
     root: str = MISSING
-    sample_rate: int = MISSING
-    clip_length: int = MISSING
-    val_fraction: float = MISSING
+    sample_rate: int = required(at_least(1000))
+    clip_length: int = required(at_least(1))
+    val_fraction: float = required(in_range(0, 1))
     extensions: List[str] = MISSING
-    verify: str = MISSING
-    index_workers: int = MISSING
+    verify: str = required(one_of("full", "header"))
+    index_workers: int = required(at_least(0))
     loader: DataLoaderConfig = MISSING
 
 
@@ -68,7 +73,7 @@ class MusicModelConfig:
 
 @dataclasses.dataclass
 class ContrastiveLossConfig:
-    temperature: float = MISSING
+    temperature: float = required(above(0))
     global_negatives: bool = MISSING
 
 

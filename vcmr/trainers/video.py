@@ -27,6 +27,10 @@ from vcmr.config import (
     OptimConfig,
     OutputConfig,
     TrainerConfig,
+    above,
+    at_least,
+    in_range,
+    required,
     to_container,
 )
 from vcmr.data.video_music import VideoMusicDataModule
@@ -45,9 +49,9 @@ BUILDER_CONFIG = "preprocess_config.yaml"
 @dataclasses.dataclass
 class VideoDataConfig:
     root: str = MISSING
-    sample_rate: int = MISSING
-    audio_length: int = MISSING
-    val_fraction: float = MISSING
+    sample_rate: int = required(at_least(1000))
+    audio_length: int = required(at_least(1))
+    val_fraction: float = required(in_range(0, 1))
     loader: DataLoaderConfig = MISSING
 
 
@@ -61,7 +65,7 @@ class ProjectionHeadsConfig:
 class VideoModelConfig:
     audio_init: str = MISSING
     audio_encoder: ComponentConfig = MISSING
-    freeze_blocks: int = MISSING
+    freeze_blocks: int = required(at_least(0))
     video_encoder: str = MISSING
     video_encoders: Dict[str, Dict[str, Any]] = MISSING
     projection: ProjectionHeadsConfig = MISSING
@@ -69,7 +73,7 @@ class VideoModelConfig:
 
 @dataclasses.dataclass
 class VideoLossConfig:
-    temperature: float = MISSING
+    temperature: float = required(above(0))
     learnable_temperature: bool = MISSING
     max_inverse_temperature: float = MISSING
     music_weight: float = MISSING

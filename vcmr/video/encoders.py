@@ -38,7 +38,12 @@ def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when available, else CPU; anything else goes to ``torch.device``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FrameEncoderError(f"device '{device}': no CUDA GPU is available here; use device=cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise FrameEncoderError(f"device '{device}': only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
 
 
 class FrameEncoder(nn.Module):
