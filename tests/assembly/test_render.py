@@ -125,6 +125,17 @@ def test_crossfade_blends_after_the_cut(tmp_path, library):
     assert stream_durations(tmp_path / "x.mp4")[-1] == 2  # stereo song keeps its two channels
 
 
+def test_audio_resampled_to_the_configured_rate(tmp_path, library):
+    song = click_song(tmp_path / "song.wav", 120.0, 3.0, sr=22050)
+    out = render_video(song, make_shots(library, [0.0, 1.5, 3.0]), tmp_path / "r.mp4", 3.0,
+                       settings(audio_sample_rate=48000), progress=False).path
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.sample_rate == 48000
+    a, b = load_audio(song, 16000), load_audio(out, 16000)
+    n = min(a.size, b.size)
+    assert np.corrcoef(a[:n], b[:n])[0, 1] >= 0.99
+
+
 def test_streaming_never_collects_frames(tmp_path, library, monkeypatch):
     """Frames reach the encoder one at a time: the renderer holds no list of frames."""
     import vcmr.assembly.render as R
