@@ -124,7 +124,7 @@ def held_out_ids(model_path: str | Path, ids: Sequence[str]) -> List[str]:
 
 def format_check(result: Mapping[str, Any], ks: Sequence[int]) -> str:
     """A short table of :func:`self_retrieval` results."""
-    head = "  ".join(f"R@{k:<5}" for k in ks)
+    head = "  ".join(f"{f'R@{k}':<11}" for k in ks)
     lines = [f"self-retrieval ({result['direction']}), chance in brackets:",
              f"  {'queries':<10} {'n':>5}  {head}  median rank"]
     for name, m in result.items():
