@@ -2,8 +2,10 @@
 
 Files are found recursively and checked once, at setup: files that cannot be decoded or
 are shorter than one clip are listed in a report and never reach a DataLoader worker.
-The train/validation split is decided per file by a hash of its path relative to the
-root, so adding files never moves existing ones between splits.
+The train/validation split is decided by a hash of a group key (:func:`split_key`): the
+file's path relative to the root (``group_by: none``), or its parent folder (``group_by:
+parent``, so the segments of one video, ``audio/<id>/<id>_<jj>.wav`` in the dataset
+builder's output, stay on one side). Adding files never moves existing ones between splits.
 """
 
 from __future__ import annotations
@@ -119,6 +121,21 @@ def write_report(path: str | os.PathLike, rejected: Sequence[RejectedFile]) -> N
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+#: ``data.group_by`` -> key of a file's relative path that decides its split.
+GROUP_KEYS = {
+    "none": lambda relpath: relpath,
+    # Files directly under the root form their own group (their parent would be one group).
+    "parent": lambda relpath: os.path.dirname(relpath) or relpath,
+}
+
+
+def split_key(relpath: str, group_by: str) -> str:
+    """The string hashed to split ``relpath`` (posix, relative to the root) under ``group_by``."""
+    if group_by not in GROUP_KEYS:
+        raise ValueError(f"data.group_by: must be one of {sorted(GROUP_KEYS)}, got '{group_by}'")
+    return GROUP_KEYS[group_by](relpath)
+
+
 class AudioClipDataset(Dataset):
     """Fixed-length clips from a list of checked files.
 
@@ -161,6 +178,7 @@ class AudioFolderDataModule(pl.LightningDataModule):
         verify: ``full`` or ``header`` (see :func:`index_folder`).
         index_workers: processes for the setup check.
         loader: DataLoader settings (batch size per device, workers, ...).
+        group_by: ``none`` (split per file) or ``parent`` (per parent folder), see :func:`split_key`.
     """
 
     def __init__(
@@ -173,8 +191,11 @@ class AudioFolderDataModule(pl.LightningDataModule):
         verify: str,
         index_workers: int,
         loader: Mapping[str, Any],
+        group_by: str = "none",
     ):
         super().__init__()
+        split_key("", group_by)  # an unknown value fails here, before the folder is scanned
+        self.group_by = group_by
         self.root = root
         self.sample_rate = sample_rate
         self.clip_length = clip_length
@@ -200,7 +221,8 @@ class AudioFolderDataModule(pl.LightningDataModule):
             workers=self.index_workers,
         )
         for f in usable:
-            (self.val_files if hash_split(f.relpath, self.val_fraction) == "val" else self.train_files).append(f)
+            side = hash_split(split_key(f.relpath, self.group_by), self.val_fraction)
+            (self.val_files if side == "val" else self.train_files).append(f)
         if not self.train_files:
             raise RuntimeError(
                 f"data.root: no usable training files in {self.root} "

@@ -51,6 +51,7 @@ class MusicDataConfig:
     verify: str = required(one_of("full", "header"))
     index_workers: int = required(at_least(0))
     loader: DataLoaderConfig = MISSING
+    group_by: str = MISSING  # none | parent (vcmr.data.audio_folder.GROUP_KEYS)
 
 
 @dataclasses.dataclass
@@ -192,6 +193,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         verify=cfg.data.verify,
         index_workers=cfg.data.index_workers,
         loader=to_container(cfg.data.loader),
+        group_by=cfg.data.group_by,
     )
     dm.setup("fit")
     counts = dm.summary()
