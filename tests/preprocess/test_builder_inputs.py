@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vcmr.utils import stable_hash64
+
 from vcmr.preprocess.builder import build
 from vcmr.preprocess.download import (
     DownloadError,
@@ -153,7 +155,8 @@ def test_scan_folder_ids(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for rel in ("x.mp4", "a/y.MKV", "a/b/z w.webm", "a/skip.txt", "a/.hidden.mp4"):
         (tmp_path / rel).write_bytes(b"0")
-    assert [s.video_id for s in scan_folder(tmp_path)] == ["a__b__z_w", "a__y", "x"]
+    digest = f"{stable_hash64('a/b/z w.webm'):016x}"  # a name changed by sanitising gets a hash
+    assert [s.video_id for s in scan_folder(tmp_path)] == [f"a__b__z_w-{digest}", "a__y", "x"]
     (tmp_path / "x.mov").write_bytes(b"0")
     with pytest.raises(InputError, match="same video id 'x'"):
         scan_folder(tmp_path)
@@ -215,3 +218,14 @@ def test_a_crashing_worker_fails_only_its_video(make_video, tmp_path, tiny_cfg):
     recs = _by_id(root)
     assert summary.counts == {"ok": 3, "failed": 1}
     assert recs["crashvideo1"].reason.startswith("worker process crashed")
+
+
+def test_two_unicode_files_build_with_their_sources_in_the_manifest(make_video, video_dir, tmp_path, tiny_cfg):
+    colors = [0, 1, 2, 3, 4, 5]
+    make_video("東京.mp4", colors)
+    make_video("大阪.mp4", colors[::-1])
+    assert sorted(s.video_id for s in scan_folder(video_dir)) == ["大阪", "東京"]
+    build(tiny_cfg(video_dir, tmp_path / "out", "scenes.max_scene_seconds=10"))
+    recs = {r.video_id: r for r in read_manifest(tmp_path / "out")}
+    assert set(recs) == {"東京", "大阪"}
+    assert recs["東京"].source == str(video_dir / "東京.mp4")

@@ -50,6 +50,8 @@ class VideoRecord:
         feature_shape: ``(seconds, dim)`` of the frame-embedding array; ``(0, 0)`` if none.
         audio_paths: segment files, relative to the dataset dir, in time order.
         feature_path: ``.npy`` file relative to the dataset dir; empty if none.
+        source: the input it came from (local file path or URL); empty in manifests
+            written before this column existed.
     """
 
     video_id: str
@@ -64,6 +66,7 @@ class VideoRecord:
     feature_shape: Tuple[int, int]
     audio_paths: Tuple[str, ...]
     feature_path: str
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -90,10 +93,13 @@ class VideoRecord:
             feature_shape=(int(d["feature_shape"][0]), int(d["feature_shape"][1])),
             audio_paths=tuple(str(p) for p in d["audio_paths"]),
             feature_path=str(d["feature_path"]),
+            source=str(d.get("source", "")),
         )
 
 
 COLUMNS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(VideoRecord))
+#: Columns added after the first manifests were written; older files without them still read.
+OPTIONAL_COLUMNS: Tuple[str, ...] = ("source",)
 
 
 def failed(video_id: str, status: str, reason: str, **facts: Any) -> VideoRecord:
@@ -155,7 +161,7 @@ def _row(rec: VideoRecord) -> List[str]:
         rec.video_id, rec.status, rec.reason, f"{rec.duration:.3f}", str(rec.n_scenes),
         f"{rec.longest_scene:.3f}", f"{rec.window_start:.3f}", f"{rec.window_duration:.3f}",
         str(rec.n_segments), f"{rec.feature_shape[0]}x{rec.feature_shape[1]}",
-        ";".join(rec.audio_paths), rec.feature_path,
+        ";".join(rec.audio_paths), rec.feature_path, rec.source,
     ]
 
 
@@ -185,6 +191,7 @@ def _parse_row(row: Dict[str, str]) -> VideoRecord:
         feature_shape=(int(rows), int(dim)),
         audio_paths=tuple(p for p in row["audio_paths"].split(";") if p),
         feature_path=row["feature_path"],
+        source=row.get("source") or "",
     )
 
 
@@ -211,7 +218,7 @@ def read_manifest(root: str | os.PathLike) -> List[VideoRecord]:
         )
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
         if missing:
             raise ManifestError(f"{path}: missing column(s) {missing}")
         out = []

@@ -407,6 +407,7 @@ def build(
     _check_or_save_config(cfg, root)
 
     existing = read_records(root)
+    origin = {s.video_id: s.path or s.url or "" for s in sources}
     todo = [s for s in sources if not (s.video_id in existing and _is_done(existing[s.video_id], root, cfg.retry_failed))]
 
     processed = 0
@@ -429,6 +430,7 @@ def build(
         status = collections.Counter()
         for res in _run_jobs(todo, cfg, root, settings, downloader):
             rec = res.record if res.record is not None else _finish(res, encoder, cfg, root)
+            rec = dataclasses.replace(rec, source=origin[rec.video_id])
             write_record(root, rec, extra={"seconds": round(res.seconds, 3)})
             existing[rec.video_id] = rec
             processed += 1

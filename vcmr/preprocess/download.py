@@ -11,14 +11,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 from urllib.parse import parse_qs, urlparse
 
+from vcmr.utils import stable_hash64
 from vcmr.video.probe import VIDEO_EXTENSIONS
 
 _YT_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE = re.compile(r"[^\w.-]+")
 
 
 class InputError(ValueError):
@@ -98,9 +100,19 @@ def read_video_list(path: str | os.PathLike) -> List[VideoSource]:
 
 
 def local_video_id(rel: Path) -> str:
-    """Id of a local file: its relative path without extension, ``/`` -> ``__``, sanitised."""
-    stem = "__".join(rel.with_suffix("").parts)
-    return _SAFE.sub("_", stem).strip("._") or "video"
+    """Id of a local file: its relative path without extension, ``/`` -> ``__``.
+
+    Letters and digits of any script are kept (NFC-normalised), as are ``.``, ``_`` and ``-``;
+    anything else becomes ``_``. When that changes the name (or leaves nothing), the first
+    16 hex digits of the SHA-1 of the relative path are appended, so two different files
+    never share an id and an id does not depend on which other files exist.
+    """
+    stem = "__".join(unicodedata.normalize("NFC", part) for part in rel.with_suffix("").parts)
+    safe = _SAFE.sub("_", stem).strip("._")
+    if safe == stem:
+        return safe
+    digest = f"{stable_hash64(unicodedata.normalize('NFC', rel.as_posix())):016x}"
+    return f"{safe}-{digest}" if safe else f"video-{digest}"
 
 
 def scan_folder(folder: str | os.PathLike) -> List[VideoSource]:
