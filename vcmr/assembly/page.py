@@ -120,6 +120,7 @@ def render_page(
         for sh in tl.shots
     )
     h = html.escape
+    poster = f' poster="{h(thumbs_rel[0])}"' if thumbs_rel and thumbs_rel[0] else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{h(title)}</title>
 <style>
@@ -147,7 +148,7 @@ th {{ color: #aaa; border-bottom: 1px solid #444; }} tr:hover td {{ background: 
 <h1>{h(title)}</h1>
 <div class="facts">{h(Path(tl.song).name)} &middot; {_fmt_time(tl.duration)} &middot; {tl.tempo:.1f} BPM &middot;
 {len(tl.beats)} beats &middot; {tl.n_shots} shots &middot; {h(Path(tl.library).name)}</div>
-<video id="v" controls preload="metadata" src="{h(video_rel)}"></video>
+<video id="v" controls preload="metadata"{poster} src="{h(video_rel)}"></video>
 <div class="timeline"><div class="inner">{svg}<div class="strip">{"".join(tiles)}</div></div></div>
 <div class="legend"><b style="background:#888"></b>beat<b style="background:#ddd"></b>downbeat
 <b style="background:#ff5a36"></b>cut (shot boundary)<b style="background:#ffe066"></b>playhead

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from vcmr.config import to_container, with_values
+from vcmr.config import to_container
 from vcmr.utils import cache_dir
 
 #: Keys of the ``demo`` block that describe the song.
@@ -57,7 +57,11 @@ def prepare(cfg: DictConfig) -> DictConfig:
         from vcmr.demo.library import ensure_demo_library
 
         values["library"] = str(ensure_demo_library("clips"))
-    return with_values(cfg, values) if values else cfg
+    if not values:
+        return cfg
+    out = OmegaConf.merge(cfg, values)
+    OmegaConf.set_readonly(out, True)
+    return out
 
 
 __all__ = ["SONG_KEYS", "ensure_demo_song", "prepare"]
