@@ -173,3 +173,17 @@ def test_with_a_built_clip_library(tmp_path, world, monkeypatch):
         P.make_video(config(tmp_path, song, library=str(lib_dir), model=str(other)))
     with pytest.raises(LibraryError, match="not a library"):
         P.make_video(config(tmp_path, song, library=str(tmp_path)))
+
+
+def test_command_exit_codes(tmp_path, capsys):
+    from vcmr.scripts.make_video import main
+
+    base = ["--config", str(CONFIG_DIR / "make_video.yaml"), "library=unused", f"output={tmp_path / 'v.mp4'}"]
+    assert main([*base, f"song={tmp_path / 'missing.wav'}"]) == 1
+    assert "missing.wav: file does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "song=x.wav", "render.fps=0"])
+    assert exc.value.code == 2 and "render.fps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "song=x.wav", "choose.in_point=best"])
+    assert "choose.in_point" in capsys.readouterr().err

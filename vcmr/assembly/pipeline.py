@@ -25,11 +25,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from vcmr.assembly.beats import BeatError, BeatSettings, analyse, make_shots
+from vcmr.assembly.beats import BEAT_TRACKERS, BeatError, BeatSettings, analyse, make_shots
 from vcmr.assembly.choose import IN_POINT_RULES, ChoiceError, ChooseSettings, Clip, choose_clips, shot_queries
 from vcmr.assembly.page import PageSettings, write_page
 from vcmr.assembly.render import RenderSettings, ShotSource, render_video
 from vcmr.assembly.timeline import Timeline, TimelineShot, write_timeline
+from vcmr.config import above, at_least, in_range, one_of, required
 from vcmr.utils import rank_zero_print
 
 
@@ -45,56 +46,57 @@ class LibraryMismatchError(ValueError):
 @dataclasses.dataclass
 class SplitConfig:
     enabled: bool = MISSING
-    threshold: float = MISSING
-    min_beats: float = MISSING
+    threshold: float = required(above(0))
+    min_beats: float = required(above(0))
 
 
 @dataclasses.dataclass
 class BeatsConfig:
-    tracker: str = MISSING
-    sample_rate: int = MISSING
-    hop_length: int = MISSING
-    start_bpm: float = MISSING
-    tightness: float = MISSING
-    snap_window: float = MISSING
-    snap_hop: int = MISSING
-    beats_per_bar: int = MISSING
-    beats_per_shot: int = MISSING
-    min_shot_beats: float = MISSING
+    tracker: str = required(one_of(*BEAT_TRACKERS))
+    sample_rate: int = required(at_least(1000))
+    hop_length: int = required(at_least(1))
+    start_bpm: float = required(above(0))
+    tightness: float = required(above(0))
+    snap_window: float = required(at_least(0))
+    snap_hop: int = required(at_least(1))
+    beats_per_bar: int = required(at_least(1))
+    beats_per_shot: int = required(at_least(1))
+    min_shot_beats: float = required(at_least(0))
     split: SplitConfig = MISSING
 
 
 @dataclasses.dataclass
 class ChooseConfig:
-    hop: float = MISSING
-    top_n: int = MISSING
-    temperature: float = MISSING
+    hop: float = required(above(0))
+    top_n: int = required(at_least(1))
+    temperature: float = required(at_least(0))
     allow_repeats: bool = MISSING
     avoid_same_source: bool = MISSING
-    in_point: str = MISSING
+    in_point: str = required(one_of(*IN_POINT_RULES))
 
 
 @dataclasses.dataclass
 class RenderConfig:
-    width: int = MISSING
-    height: int = MISSING
-    fps: int = MISSING
-    crossfade: float = MISSING
-    crf: int = MISSING
-    preset: str = MISSING
-    audio_bitrate: int = MISSING
-    audio_sample_rate: int = MISSING
+    width: int = required(at_least(2))
+    height: int = required(at_least(2))
+    fps: int = required(at_least(1))
+    crossfade: float = required(at_least(0))
+    crf: int = required(in_range(0, 51, closed_high=True))
+    preset: str = required(one_of("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                                  "slower", "veryslow"))
+    audio_bitrate: int = required(at_least(8000))
+    audio_sample_rate: int = required(at_least(0))
     interpolation: str = MISSING
-    decoder_threads: int = MISSING
-    thumb_height: int = MISSING
+    decoder_threads: int = required(at_least(0))
+    thumb_height: int = required(at_least(0))
 
 
 @dataclasses.dataclass
 class PageConfig:
-    px_per_second: float = MISSING
-    waveform_height: int = MISSING
-    strip_height: int = MISSING
-    min_width: int = MISSING
+    px_per_second: float = required(above(0))
+    waveform_height: int = required(at_least(10))
+    strip_height: int = required(at_least(10))
+    min_width: int = required(at_least(100))
 
 
 @dataclasses.dataclass
@@ -102,8 +104,8 @@ class EmbedConfig:
     """How the song (and clip windows for in-points) are embedded (:class:`~vcmr.retrieval.embedder.Embedder`)."""
 
     device: str = MISSING
-    precision: str = MISSING
-    batch_size: int = MISSING
+    precision: str = required(one_of("fp32", "fp16", "bf16"))
+    batch_size: int = required(at_least(1))
 
 
 @dataclasses.dataclass
