@@ -359,3 +359,21 @@ def load_cli_config(argv: Optional[Sequence[str]], default_config: str, schema: 
     path, overrides = parse_cli(argv, default_config)
     with cli_errors():
         return load_config(path, overrides, schema=schema)
+
+
+def with_values(cfg: DictConfig, values: Dict[str, Any]) -> DictConfig:
+    """A read-only copy of ``cfg`` with dotted keys set, e.g. ``{"data.root": "/data/x"}``.
+
+    Keys must exist in ``cfg`` (a typo raises :class:`ConfigError` naming it).
+    """
+    out = OmegaConf.merge(cfg, {})
+    OmegaConf.set_readonly(out, False)
+    for key, value in values.items():
+        if OmegaConf.select(out, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"with_values: unknown key '{key}'")
+        OmegaConf.update(out, key, value, merge=False)
+    OmegaConf.set_readonly(out, True)
+    return out
+
+
+_ABSENT = object()
