@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import struct
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,64 @@ def test_two_unicode_files_build_with_their_sources_in_the_manifest(make_video, 
     recs = {r.video_id: r for r in read_manifest(tmp_path / "out")}
     assert set(recs) == {"東京", "大阪"}
     assert recs["東京"].source == str(video_dir / "東京.mp4")
+
+
+def _write_with_late_audio(path, colors, freqs, palette, audio_start, fps=10, size=32, sr=16000):
+    """An mp4 whose audio stream starts ``audio_start`` s after the picture; tone ``freqs[k]``
+    plays during presentation second ``k`` (as a player shows it)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width = vs.height = size
+        vs.pix_fmt = "yuv420p"
+        aus = out.add_stream("aac", rate=sr)
+        aus.layout = "mono"
+        for i in range(len(colors) * fps):
+            img = np.broadcast_to(palette[colors[i // fps]], (size, size, 3)).copy()
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+        t = np.arange(int((len(colors) - audio_start) * sr)) / sr + audio_start
+        f = np.asarray(freqs, float)[np.minimum(t.astype(int), len(freqs) - 1)]
+        x = (0.5 * np.sin(2 * np.pi * np.cumsum(f) / sr)).astype(np.float32)
+        first = int(audio_start * sr)
+        for j in range(0, len(x), 1024):
+            frame = av.AudioFrame.from_ndarray(x[None, j : j + 1024], format="flt", layout="mono")
+            frame.sample_rate = sr
+            frame.pts = first + j
+            frame.time_base = Fraction(1, sr)
+            for pkt in aus.encode(frame):
+                out.mux(pkt)
+        for pkt in aus.encode():
+            out.mux(pkt)
+    return path
+
+
+def test_audio_starting_after_the_picture_is_aligned_by_stream_start(video_dir, tmp_path, tiny_cfg, palette):
+    import json
+
+    from vcmr.audio.io import load_audio
+    from vcmr.video.probe import probe
+
+    colors = [0, 1, 2, 3, 4, 5, 6, 7]
+    freqs = [300, 400, 500, 600, 700, 800, 900, 1000]
+    path = _write_with_late_audio(video_dir / "late.mp4", colors, freqs, palette, audio_start=2.0)
+    info = probe(path)
+    # within one AAC frame (1,024 samples of encoder priming at 16 kHz: 64 ms)
+    assert abs(info.audio_offset - 2.0) < 0.08 and abs(info.usable_start - 2.0) < 0.08
+    assert abs(info.duration - 6.0) < 0.1  # picture and sound overlap in [2, 8)
+    build(tiny_cfg(video_dir, tmp_path / "out", "scenes.max_scene_seconds=10"))
+    (rec,) = read_manifest(tmp_path / "out")
+    assert rec.status == "ok", rec.reason
+    assert abs(rec.window_start - 3.0) < 0.08  # the middle 4 s of the 6 s with sound
+    extra = json.loads((tmp_path / "out" / "records" / "late.json").read_text())["extra"]
+    assert abs(extra["audio_offset"] - 2.0) < 0.08
+    seg = load_audio(tmp_path / "out" / rec.audio_paths[0], 16000)
+    for k in range(2):  # presentation seconds 3 and 4 sound at 600 and 700 Hz
+        spec = np.abs(np.fft.rfft(seg[k * 16000 + 2000 : (k + 1) * 16000 - 2000]))
+        peak = np.argmax(spec) * 16000 / (16000 - 4000)
+        assert abs(peak - freqs[3 + k]) < 15, (k, peak)

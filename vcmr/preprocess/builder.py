@@ -431,7 +431,7 @@ def build(
         for res in _run_jobs(todo, cfg, root, settings, downloader):
             rec = res.record if res.record is not None else _finish(res, encoder, cfg, root)
             rec = dataclasses.replace(rec, source=origin[rec.video_id])
-            write_record(root, rec, extra={"seconds": round(res.seconds, 3)})
+            write_record(root, rec, extra={"seconds": round(res.seconds, 3), "audio_offset": res.audio_offset})
             existing[rec.video_id] = rec
             processed += 1
             status[rec.status] += 1

@@ -69,6 +69,7 @@ class Analysis:
     rows: Optional[np.ndarray] = None
     facts: Dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    audio_offset: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,10 +130,11 @@ def _decode_window(path: Path, win: Window, s: JobSettings) -> Tuple[np.ndarray,
     return frames, rows, tracker.finish(win.duration)
 
 
-def _write_audio(root: Path, video_id: str, path: Path, win: Window, s: JobSettings) -> List[str]:
+def _write_audio(root: Path, video_id: str, path: Path, win: Window, s: JobSettings, audio_offset: float) -> List[str]:
+    """Write the window's audio segments; ``audio_offset`` (s) maps the picture's clock to the audio stream's."""
     seg_len = int(round(s.segment_seconds * s.sample_rate))
     total = win.n_segments * s.segment_seconds
-    x = load_audio(path, s.sample_rate, offset=win.start, duration=total)
+    x = load_audio(path, s.sample_rate, offset=max(0.0, win.start - audio_offset), duration=total)
     rels = []
     for j in range(win.n_segments):
         rel = audio_relpath(video_id, j, s.audio_format)
@@ -165,6 +167,9 @@ def analyse(
         if win is None:
             out.record = failed(vid, "rejected", why, duration=info.duration)
             return out
+        # The window is on the picture's clock; it lies in the span where sound plays too.
+        win = dataclasses.replace(win, start=round(win.start + info.usable_start, 6))
+        out.audio_offset = info.audio_offset
         frames, rows, scenes = _decode_window(path, win, s)
         facts = dict(
             duration=info.duration, n_scenes=scenes.n_scenes, longest_scene=scenes.longest,
@@ -180,7 +185,7 @@ def analyse(
             )
             return out
         try:
-            rels = _write_audio(Path(root), vid, path, win, s)
+            rels = _write_audio(Path(root), vid, path, win, s, info.audio_offset)
         except AudioDecodeError as exc:
             out.record = failed(vid, "failed", f"audio decoding failed: {exc.reason}", **facts)
             return out

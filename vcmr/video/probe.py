@@ -30,8 +30,11 @@ class MediaError(MediaFileError):
 class MediaInfo:
     """Header facts of a video file. Durations are in seconds.
 
+    Times are on the video stream's clock (0 = its first frame), as a player aligns the
+    streams by their start times.
+
     Attributes:
-        duration: usable duration, the shorter of the video and audio streams.
+        duration: usable duration: the span where both streams play (see ``usable_start``).
         video_duration: duration of the first video stream.
         audio_duration: duration of the first audio stream.
         width: frame width in pixels.
@@ -39,6 +42,10 @@ class MediaInfo:
         fps: average frame rate (frames per second; 0 when unknown).
         video_codec: decoder name of the video stream.
         audio_codec: decoder name of the audio stream.
+        audio_offset: start of the audio stream minus start of the video stream, seconds
+            (positive: the sound starts after the picture).
+        usable_start: where the span with both picture and sound starts, seconds
+            (``max(0, audio_offset)``).
     """
 
     duration: float
@@ -49,6 +56,8 @@ class MediaInfo:
     fps: float
     video_codec: str
     audio_codec: str
+    audio_offset: float = 0.0
+    usable_start: float = 0.0
 
 
 def _stream_duration(stream, container) -> float:
@@ -57,6 +66,13 @@ def _stream_duration(stream, container) -> float:
     if container.duration is not None:
         return container.duration / 1_000_000
     return float("nan")
+
+
+def _start(stream) -> float:
+    """Start time of a stream in seconds (0 when the container does not say)."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
 
 
 def _codec_name(path: Path, stream, kind: str) -> str:
@@ -96,9 +112,14 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         acodec = _codec_name(path, aus, "audio")
         vdur = _stream_duration(vs, container)
         adur = _stream_duration(aus, container)
-        duration = min(vdur, adur)
+        offset = _start(aus) - _start(vs)
+        usable_start = max(0.0, offset)
+        duration = min(vdur, offset + adur) - usable_start
         if not math.isfinite(duration) or duration <= 0:
-            raise MediaError(path, f"zero or unknown duration: video {vdur:.3f}s, audio {adur:.3f}s")
+            raise MediaError(
+                path, f"zero or unknown duration: video {vdur:.3f}s, audio {adur:.3f}s"
+                + (f", audio starting {offset:+.3f}s from the picture" if offset else "")
+            )
         rate = vs.average_rate or vs.guessed_rate
         return MediaInfo(
             duration=duration,
@@ -109,4 +130,6 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             fps=float(rate) if rate else 0.0,
             video_codec=vcodec,
             audio_codec=acodec,
+            audio_offset=round(offset, 6),
+            usable_start=round(usable_start, 6),
         )
