@@ -179,6 +179,8 @@ def test_errors_name_the_problem(setup, tmp_path):
 def test_command_reports_errors_with_exit_status(setup, tmp_path, capsys):
     rc = search_script.main([f"library={setup['clips']}", f"query={tmp_path / 'missing.flac'}", "progress=false"])
     assert rc == 1 and "missing.flac: file does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        search_script.main([f"library={setup['clips']}", "query=x.wav", "kk=3"])
-    assert exc.value.code == 2
+    for bad in ("kk=3", "format=xml", "k=0", "html_media=move"):
+        with pytest.raises(SystemExit) as exc:
+            search_script.main([f"library={setup['clips']}", "query=x.wav", bad])
+        assert exc.value.code == 2
+    assert "key 'format': 'xml' must be one of text, json" in capsys.readouterr().err

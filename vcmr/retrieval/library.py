@@ -53,7 +53,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from vcmr.config import ConfigError, to_container
+from vcmr.config import ConfigError, above, at_least, in_range, one_of, required, to_container
 from vcmr.utils import atomic_path, atomic_write_text
 
 FORMAT = "vcmr.library/1"
@@ -73,10 +73,10 @@ STATUSES = ("ok", "rejected", "failed")
 class LibraryScenesConfig:
     """PySceneDetect ``ContentDetector`` on frames sampled at ``fps``, scaled to ``short_side``."""
 
-    threshold: float = MISSING
-    min_scene_len: float = MISSING
-    fps: float = MISSING
-    short_side: int = MISSING
+    threshold: float = required(above(0))
+    min_scene_len: float = required(at_least(0))
+    fps: float = required(above(0))
+    short_side: int = required(at_least(16))
 
 
 @dataclasses.dataclass
@@ -84,16 +84,16 @@ class ThumbsConfig:
     """Thumbnail frames sampled at ``fps`` (the one nearest a clip's middle is kept), shorter
     side ``short_side`` pixels (never upscaled), JPEG ``quality``."""
 
-    fps: float = MISSING
-    short_side: int = MISSING
-    quality: int = MISSING
+    fps: float = required(above(0))
+    short_side: int = required(at_least(16))
+    quality: int = required(in_range(1, 100, closed_high=True))
 
 
 @dataclasses.dataclass
 class IndexConfig:
     """``kind`` (flat | hnsw | ivf) and the parameters of each kind in ``params``."""
 
-    kind: str = MISSING
+    kind: str = required(one_of("flat", "hnsw", "ivf"))
     params: Dict[str, Dict[str, Any]] = MISSING
 
 
@@ -102,12 +102,12 @@ class EmbedderConfig:
     """Arguments of :class:`vcmr.retrieval.embedder.Embedder`."""
 
     device: str = MISSING
-    precision: str = MISSING
-    batch_size: int = MISSING
-    frame_batch_size: int = MISSING
+    precision: str = required(one_of("fp32", "fp16", "bf16"))
+    batch_size: int = required(at_least(1))
+    frame_batch_size: int = required(at_least(1))
     interpolation: str = MISSING
-    decoder_threads: int = MISSING
-    end_tolerance: float = MISSING
+    decoder_threads: int = required(at_least(0))
+    end_tolerance: float = required(at_least(0))
 
 
 @dataclasses.dataclass
@@ -117,14 +117,14 @@ class CheckConfig:
 
     self_retrieval: bool = MISSING
     ks: List[int] = MISSING
-    max_items: Optional[int] = MISSING
+    max_items: Optional[int] = required(at_least(1))
 
 
 @dataclasses.dataclass
 class LibraryConfig:
     """Schema of ``config/library.yaml``."""
 
-    kind: str = MISSING
+    kind: str = required(one_of("clips", "music"))
     input: str = MISSING
     output: str = MISSING
     model: str = MISSING
@@ -132,9 +132,9 @@ class LibraryConfig:
     merge: bool = MISSING
     retry_failed: bool = MISSING
     progress: bool = MISSING
-    clip_seconds: int = MISSING
-    min_clip_seconds: int = MISSING
-    hop_seconds: Optional[float] = MISSING
+    clip_seconds: int = required(at_least(1))
+    min_clip_seconds: int = required(at_least(1))
+    hop_seconds: Optional[float] = required(above(0))
     scenes: LibraryScenesConfig = dataclasses.field(default_factory=LibraryScenesConfig)
     thumbs: ThumbsConfig = dataclasses.field(default_factory=ThumbsConfig)
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)

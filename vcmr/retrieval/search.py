@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from omegaconf import MISSING, DictConfig
 
+from vcmr.config import above, at_least, one_of, required
 from vcmr.retrieval.library import TABLE_FILE, EmbedderConfig, LibraryError, read_library_yaml
 
 SCHEMA = "vcmr.search/1"
@@ -42,14 +43,14 @@ class SearchConfig:
 
     library: str = MISSING
     query: str = MISSING
-    k: int = MISSING
+    k: int = required(at_least(1))
     per_window: bool = MISSING
-    format: str = MISSING
+    format: str = required(one_of(*FORMATS))
     html: Optional[str] = MISSING
-    html_media: str = MISSING
+    html_media: str = required(one_of(*MEDIA_MODES))
     model: Optional[str] = MISSING
-    hop_seconds: Optional[float] = MISSING
-    clip_seconds: Optional[int] = MISSING
+    hop_seconds: Optional[float] = required(above(0))
+    clip_seconds: Optional[int] = required(at_least(1))
     progress: bool = MISSING
     embedder: EmbedderConfig = dataclasses.field(default_factory=EmbedderConfig)
     demo: Dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -24,9 +24,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from vcmr.utils import MediaFileError
 
     cfg = load_cli_config(argv, "search.yaml", SearchConfig)
-    if cfg.format not in ("text", "json"):
-        print(f"config error: format: '{cfg.format}' is not one of text, json", file=sys.stderr)
-        return 2
     try:
         cfg = prepare_search(cfg)
         result = search(cfg)
