@@ -722,3 +722,73 @@ class UnifiedTargetLoss(nn.Module):
 
 
 __all__ += ["multi_positive_nce", "ManyToOneInfoNCE", "UTCMVMRLoss", "UnifiedTargetLoss"]
+
+
+# --------------------------------------------------------------------------------------
+# VCMR's stage-2 objective: SimCLR's NT-Xent over (audio, video) pairs
+# --------------------------------------------------------------------------------------
+
+
+class CrossModalNTXent(nn.Module):
+    """NT-Xent on audio/video pairs over the ``2N x 2N`` similarity matrix (VCMR's stage-2 loss).
+
+    The ``2N`` embeddings of a global batch of ``N = W * B`` pairs are the ``N`` audio and the
+    ``N`` video embeddings. Each anchor's positive is its pair's other modality; its
+    ``2N - 2`` negatives are every other embedding, so audio-audio and video-video pairs are
+    negatives too (unlike :class:`CrossModalInfoNCE`, which only contrasts across modalities).
+    The temperature is fixed (VCMR: 0.1). This is :class:`NTXentLoss` with the audio batch as
+    the first view and the video batch as the second; it returns the cross-modal dict of
+    :class:`VideoMusicLoss`, so it can replace :class:`CrossModalInfoNCE` there.
+
+    Args:
+        temperature: softmax temperature ``tau > 0``.
+        gather: score against the gathered global batch (``True``) or the local one.
+    """
+
+    def __init__(self, temperature: float, gather: bool = True) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = float(temperature)
+        self.gather = bool(gather)
+
+    def forward(self, audio: Tensor, video: Tensor) -> Dict[str, Tensor]:
+        """Mean NT-Xent over this rank's ``2B`` anchors.
+
+        Args:
+            audio: ``[B, D]`` audio embeddings (L2-normalised here).
+            video: ``[B, D]`` video embeddings, row ``k`` pairs with ``audio[k]``.
+
+        Returns:
+            ``{"loss", "loss_a2v", "loss_v2a", "temperature"}``: ``loss_a2v`` is the mean over
+            the audio anchors, ``loss_v2a`` over the video anchors, ``loss`` their mean (the
+            mean over all ``2B`` anchors); ``temperature`` is a constant tensor.
+        """
+        _check_pair(audio, video, ("audio", "video"))
+        b = audio.shape[0]
+        a = F.normalize(audio.float(), dim=1)
+        v = F.normalize(video.float(), dim=1)
+        if self.gather:
+            all_a, all_v = gather_with_grad(a), gather_with_grad(v)
+            offset = rank_offset(b)
+        else:
+            all_a, all_v, offset = a, v, 0
+        n = all_a.shape[0]
+        logits = torch.cat([a, v]) @ torch.cat([all_a, all_v]).t() / self.temperature  # [2B, 2N]
+        local = torch.arange(b, device=logits.device) + offset
+        rows = torch.arange(2 * b, device=logits.device)
+        logits = logits.index_put((rows, torch.cat([local, local + n])), logits.new_tensor(float("-inf")))
+        per_anchor = F.cross_entropy(logits, torch.cat([local + n, local]), reduction="none")
+        loss_a2v, loss_v2a = per_anchor[:b].mean(), per_anchor[b:].mean()
+        return {
+            "loss": 0.5 * (loss_a2v + loss_v2a),
+            "loss_a2v": loss_a2v,
+            "loss_v2a": loss_v2a,
+            "temperature": torch.tensor(self.temperature, device=logits.device),
+        }
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, gather={self.gather}"
+
+
+LOSSES["cross_modal_ntxent"] = CrossModalNTXent
+__all__ += ["CrossModalNTXent"]

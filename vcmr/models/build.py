@@ -8,7 +8,7 @@ only function that decides between the two, and checks the file's sample rate.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 from torch import nn
 
@@ -77,10 +77,38 @@ def build_audio_encoder(
     return encoder.train(), {"name": meta["name"], "args": meta["args"]}
 
 
+def _freeze_weights_and_bn(encoder: nn.Module, k: int) -> None:
+    """No gradients for the first ``k`` blocks, and their batch norms kept in eval mode."""
+    encoder.freeze_blocks(k)
+
+
+def _freeze_weights_only(encoder: nn.Module, k: int) -> None:
+    """No gradients for the first ``k`` blocks; their batch norms follow the module's mode.
+
+    In training they normalise with batch statistics and keep updating their running
+    statistics, as VCMR's stage 2 does (it sets ``requires_grad = False`` and nothing else).
+    """
+    blocks = list(encoder.blocks)
+    if not 0 <= k <= len(blocks):
+        raise ValueError(f"model.freeze_blocks: cannot freeze {k} blocks of {len(blocks)}")
+    for block in blocks[:k]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+
+
+#: ``model.frozen_bn`` -> how the first ``model.freeze_blocks`` audio blocks are frozen.
+FROZEN_BN: Dict[str, Callable[[nn.Module, int], None]] = {
+    "eval": _freeze_weights_and_bn,
+    "train": _freeze_weights_only,
+}
+
+
 def build_music_video_model(model_cfg: Mapping[str, Any], sample_rate: int, audio_length: int) -> MusicVideoModel:
     """The joint model of a stage-2 ``model:`` block.
 
     Keys used: ``audio_init``, ``audio_encoder`` (``{name, args}``), ``freeze_blocks``,
+    ``frozen_bn`` (``eval``: the frozen blocks' batch norms keep their statistics, the
+    default when the key is absent; ``train``: they keep updating them, as VCMR),
     ``video_encoder`` (a name) with its arguments in ``video_encoders``, and ``projection``
     (``hidden_dim``, ``out_dim``) for both heads.
 
@@ -93,6 +121,13 @@ def build_music_video_model(model_cfg: Mapping[str, Any], sample_rate: int, audi
         raise ValueError(f"data.audio_length={audio_length} but the audio encoder takes {input_length} samples")
     video_spec = pick(str(model_cfg["video_encoder"]), model_cfg["video_encoders"], "model.video_encoder")
     video_encoder = build_module(video_spec["name"], video_spec["args"])
+    steps = getattr(video_encoder, "steps", None)  # encoders built for a fixed clip length
+    seconds = max(1, round(int(audio_length) / int(sample_rate)))  # the stage-2 data's rule
+    if steps is not None and int(steps) != seconds:
+        raise ValueError(
+            f"model.video_encoders.{video_spec['name']}.steps={steps} but a crop of data.audio_length="
+            f"{audio_length} samples at {sample_rate} Hz is paired with {seconds} seconds of video features"
+        )
     proj = to_container(model_cfg["projection"])
     spec = {
         "audio_encoder": audio_spec,
@@ -107,12 +142,16 @@ def build_music_video_model(model_cfg: Mapping[str, Any], sample_rate: int, audi
         build_module(spec["video_projector"]["name"], spec["video_projector"]["args"]),
         spec=spec,
     )
+    frozen_bn = str(model_cfg.get("frozen_bn", "eval"))
+    if frozen_bn not in FROZEN_BN:
+        raise ValueError(f"model.frozen_bn: must be one of {sorted(FROZEN_BN)}, got '{frozen_bn}'")
     if int(model_cfg["freeze_blocks"]) > 0:
-        model.audio_encoder.freeze_blocks(int(model_cfg["freeze_blocks"]))
+        FROZEN_BN[frozen_bn](model.audio_encoder, int(model_cfg["freeze_blocks"]))
     return model
 
 
 __all__ = [
+    "FROZEN_BN",
     "SCRATCH",
     "build_audio_encoder",
     "build_component",

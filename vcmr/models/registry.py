@@ -14,7 +14,7 @@ from vcmr.models.projection import ProjectionHead
 from vcmr.models.samplecnn import SampleCNN
 from vcmr.models.siamese import RegressionBaseline, SiameseMatcher
 from vcmr.models.ut_cmvmr import UTCMVMR
-from vcmr.models.video import LSTMVideoEncoder, TransformerVideoEncoder
+from vcmr.models.video import LSTMFlattenVideoEncoder, LSTMVideoEncoder, TransformerVideoEncoder
 from vcmr.models.vmnet import VMNet
 
 #: name -> constructor.
@@ -27,6 +27,7 @@ MODULES: Dict[str, Callable[..., nn.Module]] = {
     "siamese": SiameseMatcher,
     "regression": RegressionBaseline,
     "ut_cmvmr": UTCMVMR,
+    "lstm_flatten": LSTMFlattenVideoEncoder,
 }
 
 

@@ -1,7 +1,7 @@
 """Temporal encoders over per-second frame features (e.g. CLIP image embeddings).
 
 Constructor arguments are keyword-only (configs pass them by name); those without a
-default are required. Both encoders map ``x: [B, S, F]`` (``S`` one-second steps of ``F``-dim frame features) to
+default are required. The encoders map ``x: [B, S, F]`` (``S`` one-second steps of ``F``-dim frame features) to
 one vector ``[B, out_dim]`` per clip. Variable-length clips are right-padded to a common
 ``S`` and passed with ``lengths: [B]`` (number of valid steps, ``1 .. S``); padded steps never
 influence the output.
@@ -16,7 +16,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["LSTMVideoEncoder", "TransformerVideoEncoder", "sinusoidal_positions", "valid_mask"]
+__all__ = [
+    "LSTMFlattenVideoEncoder",
+    "LSTMVideoEncoder",
+    "TransformerVideoEncoder",
+    "sinusoidal_positions",
+    "valid_mask",
+]
 
 POOLINGS_LSTM = ("last", "mean")
 POOLINGS_TRANSFORMER = ("mean", "cls")
@@ -232,3 +238,80 @@ class TransformerVideoEncoder(nn.Module):
         h = self.norm(self.encoder(h, src_key_padding_mask=~mask))
         pooled = h[:, 0] if self.cls_token is not None else _masked_mean(h, mask)
         return self.out(pooled)
+
+
+class LSTMFlattenVideoEncoder(nn.Module):
+    """VCMR's video side: stacked LSTM, every step's output flattened, then Linear + ReLU.
+
+    ``x: [B, S, F] -> LSTM -> [B, S, H] -> flatten [B, S*H] -> Linear(S*H, out_dim) -> ReLU``.
+    Unlike :class:`LSTMVideoEncoder` (last state or mean), the clip length is part of the
+    architecture: it takes exactly ``steps`` seconds. VCMR uses 2 layers of 512, dropout
+    0.1, 6 steps and ``out_dim`` 512 (so ``Linear(3072, 512)``); the submodule layout
+    (``lstm`` = VCMR's ``video_temporal``, ``head.1`` = VCMR's ``video_encoder.1``) mirrors it.
+
+    Args:
+        input_dim: frame feature size ``F``.
+        hidden_dim: LSTM hidden size ``H``.
+        num_layers: stacked LSTM layers.
+        dropout: dropout between LSTM layers (ignored with one layer).
+        steps: clip length ``S`` in steps (seconds); inputs must have exactly this many.
+        out_dim: size of the linear layer after the flatten.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int = 512,
+        hidden_dim: int,
+        num_layers: int = 2,
+        dropout: float,
+        steps: int,
+        out_dim: int,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if out_dim < 1:
+            raise ValueError(f"out_dim must be a positive integer, got {out_dim}")
+        self.input_dim = input_dim
+        self.steps = int(steps)
+        self.lstm = nn.LSTM(
+            input_dim,
+            hidden_dim,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.steps * hidden_dim, out_dim), nn.ReLU())
+        self.output_dim = int(out_dim)
+
+    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        """Encode clips.
+
+        Args:
+            x: ``[B, steps, F]`` float frame features, right-padded when ``lengths`` is given.
+            lengths: ``[B]`` int number of valid steps per clip (``None``: all ``steps``).
+                The outputs at padded steps are set to zero before the flatten, so padding
+                never influences the result.
+
+        Returns:
+            ``[B, out_dim]`` clip embeddings (after the ReLU).
+        """
+        _check_input(x, self.input_dim)
+        b, s, _ = x.shape
+        if s != self.steps:
+            raise ValueError(
+                f"this encoder flattens exactly steps={self.steps} seconds of features, got S={s}; "
+                "crop or pad the clip to that length"
+            )
+        if lengths is None:
+            out, _ = self.lstm(x)
+        else:
+            mask = valid_mask(lengths, b, s, x.device)
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out_packed, _ = self.lstm(packed)
+            out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=s)
+            out = out * mask.unsqueeze(-1).to(out.dtype)
+        return self.head(out)

@@ -3,16 +3,17 @@
 The music encoder (from a stage-1 export, a CLMR/VCMR checkpoint, or scratch) is
 trained so that the embedding of a music crop lands near the embedding of the CLIP
 features of the seconds of video it came from. The video side is a temporal encoder
-(LSTM or Transformer) over per-second CLIP features. The loss is a symmetric
-cross-modal InfoNCE with global-batch negatives, optionally plus a weighted music
-NT-Xent term between two augmented views of each crop.
+(LSTM, VCMR's LSTM + flatten, or Transformer) over per-second CLIP features. The loss
+(``loss.name``) is a symmetric cross-modal InfoNCE, or VCMR's NT-Xent over the 2N x 2N
+audio/video matrix, with global-batch negatives, optionally plus a weighted music NT-Xent
+term between two augmented views of each crop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -30,13 +31,14 @@ from vcmr.config import (
     above,
     at_least,
     in_range,
+    one_of,
     required,
     to_container,
 )
 from vcmr.data.video_music import VideoMusicDataModule
-from vcmr.losses import CrossModalInfoNCE, NTXentLoss, VideoMusicLoss
+from vcmr.losses import CrossModalInfoNCE, CrossModalNTXent, NTXentLoss, VideoMusicLoss
 from vcmr.metrics.retrieval import cross_modal_retrieval
-from vcmr.models.build import build_music_video_model
+from vcmr.models.build import FROZEN_BN, build_music_video_model
 from vcmr.models.export import MODEL_FILE, save_encoder, save_model
 from vcmr.models.joint import MusicVideoModel
 from vcmr.trainers.base import StageModule, best_checkpoint, final_metrics, fit, prepare_run, seed_run
@@ -61,11 +63,33 @@ class ProjectionHeadsConfig:
     out_dim: int = MISSING
 
 
+def _cross_modal_infonce(lc: Mapping[str, Any]) -> nn.Module:
+    return CrossModalInfoNCE(
+        lc["temperature"], lc["learnable_temperature"], lc["max_inverse_temperature"], gather=lc["global_negatives"]
+    )
+
+
+def _cross_modal_ntxent(lc: Mapping[str, Any]) -> nn.Module:
+    if lc["learnable_temperature"]:
+        raise ValueError(
+            "loss.learnable_temperature: cross_modal_ntxent has a fixed temperature (VCMR's); set it to false"
+        )
+    return CrossModalNTXent(lc["temperature"], gather=lc["global_negatives"])
+
+
+#: ``loss.name`` -> the audio<->video term built from the ``loss`` block.
+CROSS_MODAL_LOSSES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "cross_modal_infonce": _cross_modal_infonce,  # symmetric CLIP-style InfoNCE, N - 1 negatives per anchor
+    "cross_modal_ntxent": _cross_modal_ntxent,  # VCMR: NT-Xent over the 2N x 2N matrix, 2N - 2 negatives
+}
+
+
 @dataclasses.dataclass
 class VideoModelConfig:
     audio_init: str = MISSING
     audio_encoder: ComponentConfig = MISSING
     freeze_blocks: int = required(at_least(0))
+    frozen_bn: str = required(one_of(*FROZEN_BN))
     video_encoder: str = MISSING
     video_encoders: Dict[str, Dict[str, Any]] = MISSING
     projection: ProjectionHeadsConfig = MISSING
@@ -73,6 +97,7 @@ class VideoModelConfig:
 
 @dataclasses.dataclass
 class VideoLossConfig:
+    name: str = required(one_of(*CROSS_MODAL_LOSSES))
     temperature: float = required(above(0))
     learnable_temperature: bool = MISSING
     max_inverse_temperature: float = MISSING
@@ -199,9 +224,7 @@ def build_module_from_config(cfg: DictConfig) -> VideoMusicModule:
     """The stage-2 LightningModule: the joint model of ``cfg.model``, the loss and the augmentations."""
     model = build_music_video_model(cfg.model, cfg.data.sample_rate, cfg.data.audio_length)
     lc = cfg.loss
-    cross = CrossModalInfoNCE(
-        lc.temperature, lc.learnable_temperature, lc.max_inverse_temperature, gather=lc.global_negatives
-    )
+    cross = CROSS_MODAL_LOSSES[str(lc.name)](lc)
     music = NTXentLoss(lc.music_temperature, gather=lc.global_negatives) if lc.music_weight > 0 else None
     loss = VideoMusicLoss(cross, lc.music_weight, music)
     augment = build_augmentation(cfg.augment, cfg.data.sample_rate, model.input_length)
