@@ -155,6 +155,11 @@ class UTCMVMR(nn.Module):
         self.add_motion = bool(add_motion)
         self.rhythm_classes: List[int] = [int(c) for c in rhythm_classes]
         self.motion_classes = int(motion_classes)
+        # Input standardisation of the content features (identity until set_input_stats).
+        self.register_buffer("audio_mean", torch.zeros(audio_dim))
+        self.register_buffer("audio_std", torch.ones(audio_dim))
+        self.register_buffer("video_mean", torch.zeros(video_dim))
+        self.register_buffer("video_std", torch.ones(video_dim))
         self.audio_clip = ClipEncoder(audio_dim, clip_hidden, d_model, dropout)
         self.video_clip = ClipEncoder(video_dim, clip_hidden, d_model, dropout)
         self.rhythm_embed = nn.ModuleList([nn.Embedding(c, d_model) for c in self.rhythm_classes]) if add_rhythm else None
@@ -180,6 +185,19 @@ class UTCMVMR(nn.Module):
     @property
     def embed_dim(self) -> int:
         return int(self.audio_proj.out_features)
+
+    @torch.no_grad()
+    def set_input_stats(self, audio_mean: Tensor, audio_std: Tensor, video_mean: Tensor, video_std: Tensor) -> None:
+        """Standardise content features as ``(x - mean) / std`` (stats of the training clips; kept in exports)."""
+        for name, value in (("audio_mean", audio_mean), ("audio_std", audio_std), ("video_mean", video_mean),
+                            ("video_std", video_std)):
+            buf = getattr(self, name)
+            value = torch.as_tensor(value, dtype=buf.dtype)
+            if value.shape != buf.shape:
+                raise ValueError(f"{name} must have shape {tuple(buf.shape)}, got {tuple(value.shape)}")
+            if name.endswith("std") and bool((value <= 0).any()):
+                raise ValueError(f"{name} must be > 0")
+            buf.copy_(value)
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -210,11 +228,11 @@ class UTCMVMR(nn.Module):
 
     def audio_clips(self, audio: Tensor) -> Tensor:
         """``audio: [B, C, audio_dim]`` -> clip tokens ``[B, C, d]`` (no rhythm, no position)."""
-        return self.audio_clip(audio)
+        return self.audio_clip((audio - self.audio_mean) / self.audio_std)
 
     def video_clips(self, video: Tensor) -> Tensor:
         """``video: [B, C, video_dim]`` -> clip tokens ``[B, C, d]`` (no motion, no position)."""
-        return self.video_clip(video)
+        return self.video_clip((video - self.video_mean) / self.video_std)
 
     def text_outputs(self, audio: Tensor, video: Tensor, audio_mask: Optional[Tensor] = None,
                      video_mask: Optional[Tensor] = None) -> Dict[str, Tensor]:

@@ -65,6 +65,7 @@ from vcmr.data.feature_cache import FeatureTransform, PairArrays, PairDataModule
 from vcmr.data.manifest import VideoRecord, read_manifest
 from vcmr.metrics.retrieval import cross_modal_retrieval
 from vcmr.trainers.base import StageModule, best_checkpoint, final_metrics, fit, prepare_run, seed_run
+from vcmr.trainers.retrieval_ut import UTCMVMRRecipe
 from vcmr.utils import atomic_write_text, hash_split, rank_zero_print
 
 # --------------------------------------------------------------------------------------
@@ -648,6 +649,7 @@ RECIPES: Dict[str, Type[Recipe]] = {
     "siamese": SiameseRecipe,
     "regression": RegressionRecipe,
     "vcmr": JointRecipe,
+    "ut_cmvmr": UTCMVMRRecipe,  # rhythm/motion-aware clip sequences, many-to-one (docs/rhythm_motion.md)
 }
 
 
