@@ -9,9 +9,11 @@ held in memory, whatever the song's length.
   a frame of its beat, and the video has ``round(duration * fps)`` frames: its length is
   the song's to within half a frame.
 * **Source frames.** Output frame ``j`` of a shot shows the source frame on screen at
-  ``in_point + (j + 0.5) / fps`` (the centre of its interval; :func:`vcmr.video.frames.iter_samples`),
-  which resamples any source rate to ``fps``. Frames are scaled inside FFmpeg so that
-  they cover ``width x height`` (keeping their aspect) and the centre is cropped.
+  ``in_point + (j + 0.5) / fps`` (the centre of its interval, the sampling rule of
+  :func:`vcmr.video.frames.iter_samples`), which resamples any source rate to ``fps``.
+  Frames are scaled inside FFmpeg so that they cover ``width x height`` (keeping their
+  aspect) and the centre is cropped. They stay in yuv420p, the encoder's format, from the
+  decoder to the encoder: converting through RGB would cost about three times as much.
 * **Crossfades** (``crossfade`` seconds, default 0): the outgoing shot is decoded
   ``k = round(crossfade * fps)`` frames past its end and those frames are blended into
   the first ``k`` frames of the next shot (weight of the new shot ``(j + 1) / (k + 1)``),
@@ -147,51 +149,95 @@ def cover_short_side(width: int, height: int, out_w: int, out_h: int) -> int:
         short += 2
 
 
-def _source_size(path: str) -> Tuple[int, int]:
-    p = Path(path)
-    if not p.is_file():
-        raise RenderError(p, "source clip file does not exist")
-    with open_container(p, RenderError) as c:
-        if not c.streams.video:
-            raise RenderError(p, "no video stream")
-        ctx = c.streams.video[0].codec_context
-        if not ctx.width or not ctx.height:
-            raise RenderError(p, "video stream has no frame size")
-        return int(ctx.width), int(ctx.height)
+def i420_to_rgb(frame: np.ndarray) -> np.ndarray:
+    """``[H * 3 / 2, W]`` uint8 I420 (yuv420p planes one after the other) -> ``[H, W, 3]`` uint8 RGB."""
+    import av
+
+    return av.VideoFrame.from_ndarray(frame, format="yuv420p").to_ndarray(format="rgb24")
+
+
+def _crop_i420(buf: np.ndarray, sw: int, sh: int, out_w: int, out_h: int) -> np.ndarray:
+    """Centre crop of an ``sw x sh`` I420 buffer to ``out_w x out_h`` (even offsets keep chroma aligned)."""
+    flat = buf.reshape(-1)
+    top, left = ((sh - out_h) // 2) & ~1, ((sw - out_w) // 2) & ~1
+    y = flat[: sw * sh].reshape(sh, sw)[top : top + out_h, left : left + out_w]
+    q = (sw // 2) * (sh // 2)
+    u = flat[sw * sh : sw * sh + q].reshape(sh // 2, sw // 2)
+    v = flat[sw * sh + q : sw * sh + 2 * q].reshape(sh // 2, sw // 2)
+    t2, l2, h2, w2 = top // 2, left // 2, out_h // 2, out_w // 2
+    return np.concatenate([y.reshape(-1), u[t2 : t2 + h2, l2 : l2 + w2].reshape(-1),
+                           v[t2 : t2 + h2, l2 : l2 + w2].reshape(-1)]).reshape(out_h * 3 // 2, out_w)
 
 
 def shot_frames(src: ShotSource, n: int, s: RenderSettings) -> Iterator[np.ndarray]:
-    """``n`` frames ``[height, width, 3]`` uint8 RGB of a shot's source, starting at its in-point.
+    """``n`` output frames of a shot's source from its in-point, as ``[height * 3 / 2, width]``
+    uint8 I420 buffers (the encoder's yuv420p planes).
 
-    A source that ends early repeats its last frame (the clip choice guarantees enough
-    frames, so this only covers the final frame of a stream).
+    Frame ``j`` is the source frame on screen at ``in_point + (j + 0.5) / fps`` (the last
+    decoded frame whose timestamp is not after that time). Each picked frame is scaled to
+    cover the output and converted to yuv420p inside FFmpeg (once, however many output
+    frames show it), then centre-cropped. A source that ends early repeats its last frame
+    (the clip choice guarantees enough frames, so this only covers a stream's final frame).
 
     Raises:
-        RenderError: the source cannot be decoded or yields no frame.
+        RenderError: the source is missing, cannot be decoded, or yields no frame.
     """
-    from vcmr.video.frames import FrameGrid, iter_samples
-    from vcmr.video.probe import MediaError
+    import av
 
-    w, h = _source_size(src.path)
-    short = cover_short_side(w, h, s.width, s.height)
-    grid = FrameGrid(fps=float(s.fps), short_side=short, crop_square=False)
-    last = None
-    count = 0
-    try:
-        for sample in iter_samples(src.path, src.in_point, n / s.fps, [grid], s.interpolation, s.decoder_threads):
-            img = sample.image
-            top, left = (img.shape[0] - s.height) // 2, (img.shape[1] - s.width) // 2
-            last = np.ascontiguousarray(img[top : top + s.height, left : left + s.width])
-            yield last
-            count += 1
-            if count >= n:
-                return
-    except MediaError as exc:
-        raise RenderError(src.path, exc.reason) from exc
-    if last is None:
-        raise RenderError(src.path, f"no frame decoded at {src.in_point:.3f} s")
-    for _ in range(n - count):
-        yield last
+    path = Path(src.path)
+    if not path.is_file():
+        raise RenderError(path, "source clip file does not exist")
+    times = src.in_point + (np.arange(n) + 0.5) / s.fps
+    with open_container(path, RenderError) as container:
+        if not container.streams.video:
+            raise RenderError(path, "no video stream")
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        vs.thread_count = int(s.decoder_threads)
+        ctx = vs.codec_context
+        if not ctx.width or not ctx.height:
+            raise RenderError(path, "video stream has no frame size")
+        from vcmr.video.frames import scaled_size
+
+        sw, sh = scaled_size(int(ctx.width), int(ctx.height), cover_short_side(int(ctx.width), int(ctx.height),
+                                                                                s.width, s.height))
+        tb = float(vs.time_base)
+        t0 = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+        rate = float(vs.average_rate or vs.guessed_rate or s.fps)
+        if src.in_point > 0:
+            try:
+                container.seek(int((src.in_point + t0) / tb), stream=vs, backward=True)
+            except av.error.FFmpegError:
+                container.seek(0)
+        held = None  # (frame, converted buffer or None)
+        j = 0
+        last_t: Optional[float] = None
+
+        def convert(item):
+            if item[1] is None:
+                buf = item[0].to_ndarray(width=sw, height=sh, format="yuv420p", interpolation=s.interpolation)
+                item[1] = _crop_i420(buf, sw, sh, s.width, s.height)
+            return item[1]
+
+        try:
+            for frame in container.decode(vs):
+                t = frame.pts * tb - t0 if frame.pts is not None else ((last_t + 1.0 / rate) if last_t is not None else 0.0)
+                last_t = t
+                while held is not None and j < n and times[j] < t:
+                    yield convert(held)
+                    j += 1
+                if j >= n:
+                    return
+                held = [frame, None]
+        except av.error.FFmpegError as exc:
+            if held is None:
+                raise RenderError(path, f"video decoding failed: {exc}") from exc
+            # A damaged tail: the last good frame fills the rest.
+        if held is None:
+            raise RenderError(path, f"no frame decoded at {src.in_point:.3f} s")
+        while j < n:
+            yield convert(held)
+            j += 1
 
 
 def _audio_layout(channels: int) -> str:
@@ -336,19 +382,20 @@ def render_video(
                 new_tail: List[np.ndarray] = []
                 for j, img in enumerate(shot_frames(src, n + extra, s)):
                     if j >= n:
-                        new_tail.append(img)
+                        new_tail.append(img.copy())
                         continue
                     if j < len(tail):
+                        # Blending the yuv planes equals blending RGB: the conversion is affine.
                         wgt = (j + 1) / (len(tail) + 1)
                         img = (tail[j].astype(np.float32) * (1 - wgt) + img.astype(np.float32) * wgt + 0.5).astype(np.uint8)
                     if j == mid and thumbs_dir is not None and s.thumb_height > 0:
                         p = Path(thumbs_dir) / f"shot_{i:04d}.jpg"
-                        _save_thumbnail(img, p, s.thumb_height)
+                        _save_thumbnail(i420_to_rgb(img), p, s.thumb_height)
                         thumbs.append(p)
                     if on_frame is not None:
-                        on_frame(index, img)
+                        on_frame(index, i420_to_rgb(img))
                     audio.push_until((index + 1) / s.fps)
-                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    vf = av.VideoFrame.from_ndarray(img, format="yuv420p")
                     vf.pts = index
                     out.mux(vs.encode(vf))
                     index += 1
