@@ -142,8 +142,22 @@ class LoggerConfig:
 
 
 @dataclasses.dataclass
+class PlateauConfig:
+    """``schedule: plateau``: multiply the learning rate by ``factor`` after ``patience`` epochs
+    without an improvement of ``monitor`` larger than ``threshold`` (relative); ``min_lr`` floor."""
+
+    monitor: str = MISSING
+    mode: str = required(one_of("min", "max"))
+    factor: float = required(in_range(0, 1))
+    patience: int = required(at_least(0))
+    threshold: float = required(at_least(0))
+    min_lr: float = required(at_least(0))
+
+
+@dataclasses.dataclass
 class OptimConfig:
-    """Optimizer and learning-rate schedule (linear warmup, then cosine or constant)."""
+    """Optimizer and learning-rate schedule (linear warmup, then cosine or constant; or
+    reduce-on-plateau with the ``plateau`` block)."""
 
     name: str = required(one_of("adam", "adamw", "lars"))
     lr: float = required(above(0))
@@ -151,8 +165,9 @@ class OptimConfig:
     betas: List[float] = MISSING
     momentum: float = required(in_range(0, 1))
     warmup_steps: int = required(at_least(0))
-    schedule: str = required(one_of("cosine", "constant"))
+    schedule: str = required(one_of("cosine", "constant", "plateau"))
     min_lr_ratio: float = required(in_range(0, 1, closed_high=True))
+    plateau: Optional[PlateauConfig] = None
 
 
 @dataclasses.dataclass

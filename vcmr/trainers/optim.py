@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping
 
 import torch
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 
 class LARS(Optimizer):
@@ -106,9 +106,55 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, schedule: str,
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: Optimizer, cfg: Mapping[str, Any], total_steps: int) -> dict:
-    """Per-step LambdaLR in Lightning's ``lr_scheduler`` dict form."""
+def _per_step(optimizer: Optimizer, cfg: Mapping[str, Any], total_steps: int) -> dict:
+    """Warmup, then cosine or constant: a per-step LambdaLR (:func:`warmup_cosine`)."""
     fn = lambda step: warmup_cosine(  # noqa: E731
         step, int(cfg["warmup_steps"]), int(total_steps), str(cfg["schedule"]), float(cfg["min_lr_ratio"])
     )
     return {"scheduler": LambdaLR(optimizer, fn), "interval": "step", "frequency": 1}
+
+
+def _plateau(optimizer: Optimizer, cfg: Mapping[str, Any], total_steps: int) -> dict:
+    """``ReduceLROnPlateau`` on ``optim.plateau.monitor``, stepped once per epoch after validation.
+
+    VCMR's and CLMR's stage 3: ``mode=min`` on the validation loss, ``factor=0.1``,
+    ``patience=5``, relative threshold ``1e-4``, ``min_lr=0``.
+    """
+    check_schedule(cfg)
+    p = cfg["plateau"]
+    scheduler = ReduceLROnPlateau(
+        optimizer, mode=str(p["mode"]), factor=float(p["factor"]), patience=int(p["patience"]),
+        threshold=float(p["threshold"]), threshold_mode="rel", cooldown=0, min_lr=float(p["min_lr"]),
+    )
+    return {"scheduler": scheduler, "monitor": str(p["monitor"]), "interval": "epoch", "frequency": 1}
+
+
+#: ``optim.schedule`` -> builder of Lightning's ``lr_scheduler`` dict (optimizer, optim block, total steps).
+SCHEDULES: Dict[str, Callable[[Optimizer, Mapping[str, Any], int], dict]] = {
+    "cosine": _per_step,
+    "constant": _per_step,
+    "plateau": _plateau,
+}
+
+
+def check_schedule(cfg: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the key when the ``optim`` block cannot build its schedule.
+
+    Stages call it before a run folder is created; :func:`build_scheduler` runs it again.
+    """
+    name = str(cfg["schedule"])
+    if name not in SCHEDULES:
+        raise ValueError(f"optim.schedule: unknown schedule '{name}' (choose from {sorted(SCHEDULES)})")
+    if name == "plateau":
+        if not cfg.get("plateau"):
+            raise ValueError(
+                "optim.plateau: schedule=plateau needs the plateau block (monitor, mode, factor, patience, threshold, min_lr)"
+            )
+        if int(cfg["warmup_steps"]) != 0:
+            raise ValueError(f"optim.warmup_steps: must be 0 with schedule=plateau, got {cfg['warmup_steps']}")
+
+
+def build_scheduler(optimizer: Optimizer, cfg: Mapping[str, Any], total_steps: int) -> dict:
+    """``SCHEDULES[optim.schedule]`` in Lightning's ``lr_scheduler`` dict form."""
+    check_schedule(cfg)
+    return SCHEDULES[str(cfg["schedule"])](optimizer, cfg, total_steps)
