@@ -128,6 +128,16 @@ def test_video_features_follow_the_builder_path(embedder, tmp_path):
     assert default.starts.tolist() == [1.0, 2.0, 3.0] and default.features.shape == (3, 16)
     np.testing.assert_allclose(default.features, ref[1:4], atol=1e-6)
 
+    given = embedder.embed_video(path, spans=[(0.5, 2.5), (3.0, 4.9)])  # clips of 2 s and 1 s
+    assert given.starts.tolist() == [0.5, 3.0] and given.ends.tolist() == [2.5, 4.0]
+    frames = embedder.encode_frames(path, 0.0, 5.0)
+    with torch.no_grad():
+        ref_spans = [embedder.model.encode_video(torch.from_numpy(embedder.span_features(frames, a, m)[None])).numpy()[0]
+                     for a, m in ((0.5, 2), (3.0, 1))]
+    np.testing.assert_allclose(given.clips, np.stack(ref_spans), atol=1e-5)
+    with pytest.raises(ValueError, match="at least 1 s"):
+        embedder.embed_video(path, spans=[(1.0, 1.5)])
+
     whole = embedder.embed_video(path, clip_seconds=9)  # shorter than one clip: one clip of every second
     assert whole.starts.tolist() == [0.0] and whole.ends.tolist() == [5.0]
     with pytest.raises(MediaError, match="less than one second"):

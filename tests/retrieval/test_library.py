@@ -252,6 +252,9 @@ def test_music_library(tmp_path, videos, model_path):
     assert ids[0, 0] == 1 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
     status = {r[0]: r[2:4] for r in rows(out, "status")}
     assert status["broken"][0] == "failed" and "cannot open container" in status["broken"][1]
+    check = self_retrieval(out, e, [1], progress=False)  # a video against its own soundtrack
+    assert check["direction"] == "video -> own soundtrack" and check["all"]["n_queries"] == 1
+    assert sorted(check["skipped"]) == ["high", "low"] and "no video stream" in check["skipped"]["low"]
 
 
 def test_own_item_ranks_against_a_naive_loop():

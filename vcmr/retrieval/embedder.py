@@ -484,6 +484,7 @@ class Embedder:
         hop_seconds: Optional[int] = None,
         start: float = 0.0,
         end: Optional[float] = None,
+        spans: Optional[Sequence[Tuple[float, float]]] = None,
     ) -> VideoEmbedding:
         """Clip embeddings of a video (see the module docstring for the windows).
 
@@ -493,6 +494,10 @@ class Embedder:
             hop_seconds: whole seconds between clip starts; ``None``: ``clip_seconds``.
             start: seconds of the file to skip.
             end: where to stop (seconds of the file); ``None``: the end of the video stream.
+            spans: given clips instead of windows: ``(start, end)`` seconds of the file, each
+                lasting ``floor(end - start) >= 1`` whole seconds (its per-second rows are
+                aligned to its own start); ``start``/``end`` then only bound the decoding,
+                and ``features`` covers ``[start, start + floor(end - start))``.
 
         Raises:
             MediaError: the file cannot be decoded or has less than one second in the span.
@@ -514,6 +519,14 @@ class Embedder:
         if n < 1:
             raise MediaError(path, f"less than one second of video decoded after {start:.2f} s")
         features = self.span_features(frames, start, n)
+        if spans is not None:
+            lens = [int(math.floor(float(b) - float(a) + 1e-6)) for a, b in spans]
+            if not spans or min(lens) < 1:
+                raise ValueError(f"spans must be a non-empty list of (start, end) of at least 1 s, got {list(spans)}")
+            clips = self.encode_features([self.span_features(frames, float(a), m) for (a, _), m in zip(spans, lens)])
+            starts = np.array([float(a) for a, _ in spans], np.float64)
+            return VideoEmbedding(clips=clips, starts=starts, ends=starts + np.array(lens, np.float64),
+                                  features=features, start=float(start), video=centroid(clips))
         rows = window_starts(n, clip, hop)
         lens = np.minimum(clip, n - rows)
         clips = self.encode_features([features[r : r + m] for r, m in zip(rows, lens)])
