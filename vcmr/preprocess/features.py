@@ -328,7 +328,7 @@ def extract_features(
     atomic_write_text(folder / SETTINGS_FILE, json.dumps({"kind": kind, "settings": settings}, indent=1))
     todo = [r for r in records if not feature_path(root, kind, r.video_id).is_file()]
     failures: Dict[str, str] = {}
-    bar = tqdm(todo, desc=f"features {kind}", unit="video", disable=not progress)
+    bar = tqdm(todo, desc=f"features {kind}", unit="video", disable=not progress or not todo)
     for rec in bar:
         try:
             arr = np.asarray(ext(rec, root), dtype=np.float32)
