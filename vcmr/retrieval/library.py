@@ -27,6 +27,8 @@ A video without any clip is recorded as ``rejected``.
 **Music** (``kind: music``, audio files or the audio track of videos): the embedder's
 song windows (``hop_seconds``; ``null`` = half a window) and the song embedding.
 
+A library grows: a run with more (or other) input files adds them to what the folder holds.
+
 **Resuming and sharding.** A file's outputs (part, thumbnails) are written atomically and
 its record last, so a killed build loses at most the files in flight; a re-run skips every
 file with a record (``retry_failed=true`` retries failed ones). The index files and the
@@ -675,7 +677,8 @@ def build(cfg: DictConfig, embedder=None) -> LibrarySummary:
             bar.set_postfix(status, refresh=False)
             bar.update(1)
         bar.close()
-    records = [r for i, r in existing.items() if i in wanted]
+    # Like the dataset builder: a shard reports its own files, a whole run every file of the folder.
+    records = [r for i, r in existing.items() if i in wanted] if shard[1] > 1 else list(existing.values())
     counts = collections.Counter(r["status"] for r in records)
     reasons = collections.Counter(f"{r['status']}: {r['reason'].split(':')[0]}" for r in records if r["status"] != "ok")
     assembled = None
