@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -122,3 +123,67 @@ def open_container(path: str | os.PathLike, error: type, reason: str = "cannot o
         return av.open(str(path))
     except Exception as exc:
         raise error(path, f"{reason}: {exc}") from exc
+
+
+#: Seconds between two progress lines when the output is not a terminal (``$VCMR_PROGRESS_SECONDS``).
+PROGRESS_SECONDS = 30.0
+
+
+def progress_interval() -> float:
+    """Seconds between plain progress lines: ``$VCMR_PROGRESS_SECONDS`` or :data:`PROGRESS_SECONDS`."""
+    try:
+        return max(0.0, float(os.environ.get("VCMR_PROGRESS_SECONDS", PROGRESS_SECONDS)))
+    except ValueError:
+        return PROGRESS_SECONDS
+
+
+def interactive(stream: object = None) -> bool:
+    """True when progress goes to a terminal (bars are redrawn); False in logs and pipes (plain lines).
+
+    ``$VCMR_PROGRESS=bars`` or ``lines`` forces one or the other.
+    """
+    forced = os.environ.get("VCMR_PROGRESS", "").lower()
+    if forced in ("bars", "lines"):
+        return forced == "bars"
+    stream = stream if stream is not None else sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_bar(*args: object, **kwargs: object):
+    """A ``tqdm`` progress bar on a terminal; elsewhere (a SLURM log, a pipe) the same object
+    printing one plain line every :func:`progress_interval` seconds, with rate and ETA,
+    instead of carriage-return redraws. Arguments are ``tqdm``'s."""
+    from tqdm import tqdm
+
+    if interactive(kwargs.get("file")):
+        return tqdm(*args, **kwargs)
+
+    class _Lines(tqdm):
+        _printed = -1
+
+        def display(self, msg: object = None, pos: object = None) -> bool:
+            if msg is not None and not msg:  # a clear request (leave=False): nothing to erase
+                return True
+            self._printed = self.n
+            self.fp.write(self.format_meter(**self.format_dict) + "\n")
+            self.fp.flush()
+            return True
+
+        def close(self) -> None:
+            if self.disable:
+                return
+            if self._printed != self.n:  # the final count, once
+                self.display()
+            self.disable = True
+            self._decr_instances(self)
+
+    kwargs.setdefault("mininterval", progress_interval())
+    kwargs["maxinterval"] = 0  # no monitor thread forcing extra refreshes
+    kwargs["dynamic_ncols"] = False
+    kwargs.setdefault(
+        "bar_format", "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+    )
+    return _Lines(*args, **kwargs)

@@ -22,10 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vcmr.data.loaders import build_loader
-from tqdm.auto import tqdm
 
 from vcmr.audio.io import AudioDecodeError, audio_info, load_audio
-from vcmr.utils import atomic_write_text, hash_split, is_hidden
+from vcmr.utils import atomic_write_text, hash_split, is_hidden, progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +98,7 @@ def index_folder(
     paths = find_audio_files(root, extensions)
     jobs = [(str(p), p.relative_to(root).as_posix(), sample_rate, min_seconds, verify) for p in paths]
     results: List[Tuple[str, Optional[float], str]] = []
-    bar = tqdm(total=len(jobs), desc=f"Checking audio files ({verify})", unit="file", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=f"Checking audio files ({verify})", unit="file", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         with cf.ProcessPoolExecutor(max_workers=workers) as pool:
             for res in pool.map(_probe, jobs, chunksize=4):

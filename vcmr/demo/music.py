@@ -18,12 +18,11 @@ from typing import Optional
 from omegaconf import DictConfig
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from vcmr.audio.io import save_audio
 from vcmr.demo.synth import SYNTH_VERSION, random_spec, render
 from vcmr.config import with_values
-from vcmr.utils import atomic_write_bytes, atomic_write_text, cache_dir
+from vcmr.utils import atomic_write_bytes, atomic_write_text, cache_dir, progress_bar
 
 BROKEN_FILES = {"broken/empty.wav": b"", "broken/not_audio.mp3": b"this is not an mp3 file\n" * 40}
 
@@ -56,7 +55,7 @@ def ensure_demo_music(
     rng = np.random.default_rng(seed)
     specs = [random_spec(rng) for _ in range(n_songs)]
     rows = []
-    for i, spec in enumerate(tqdm(specs, desc="Generating demo music", unit="song")):
+    for i, spec in enumerate(progress_bar(specs, desc="Generating demo music", unit="song")):
         rel = f"songs/song_{i:04d}.wav"
         out = folder / rel
         if not out.is_file():

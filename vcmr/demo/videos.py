@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 
 from vcmr.config import with_values
 from vcmr.demo.synth import DRUM_PATTERNS, TIMBRES, SongSpec, random_spec, render
-from vcmr.utils import atomic_path, atomic_write_text, cache_dir
+from vcmr.utils import atomic_path, atomic_write_text, cache_dir, progress_bar
 from vcmr.video.writer import write_video
 
 SPECS_NAME = "specs.jsonl"
@@ -188,8 +188,6 @@ def make_demo_videos(
     is written last, so its presence with ``n_videos`` lines means the folder is complete.
     ``num_workers > 0`` renders in that many processes; the files do not depend on it.
     """
-    from tqdm import tqdm
-
     folder = Path(folder)
     specs_path = folder / SPECS_NAME
     if specs_path.is_file() and len(read_specs(specs_path)) == s.n_videos:
@@ -207,7 +205,7 @@ def make_demo_videos(
         path = folder / f"{vid}.mp4"
         if not path.is_file():
             jobs.append((str(path), spec, cuts, i, s))
-    bar = tqdm(total=len(jobs), desc="demo videos", unit="video", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="demo videos", unit="video", disable=not progress)
     if num_workers > 0 and len(jobs) > 1:
         import concurrent.futures as cf
         import multiprocessing

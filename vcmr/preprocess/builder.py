@@ -48,7 +48,7 @@ from vcmr.data.manifest import (
     write_record,
 )
 from vcmr.preprocess.video_job import SHORT_RULES, Analysis, JobSettings, analyse, feature_relpath
-from vcmr.utils import atomic_save_npy, stable_hash64
+from vcmr.utils import atomic_save_npy, progress_bar, stable_hash64
 from vcmr.video.features import average_per_second
 
 CONFIG_NAME = "preprocess_config.yaml"
@@ -423,10 +423,8 @@ def build(
 
             encoder = build_frame_encoder(cfg.frames.encoder, encoder_args(cfg), device=cfg.frames.device)
         settings = job_settings(cfg, encoder.image_size, root)
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"videos -> {root.name}", unit="video", disable=not cfg.progress,
-                   file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=len(todo), desc=f"videos -> {root.name}", unit="video", disable=not cfg.progress,
+                           file=sys.stderr)
         status = collections.Counter()
         for res in _run_jobs(todo, cfg, root, settings, downloader):
             rec = res.record if res.record is not None else _finish(res, encoder, cfg, root)

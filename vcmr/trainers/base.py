@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -24,13 +26,14 @@ from pytorch_lightning.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
+    ProgressBar,
     TQDMProgressBar,
 )
 
 from vcmr.config import save_config, to_container
 from vcmr.models.export import load_tensors_only
 from vcmr.trainers.optim import build_optimizer, build_scheduler
-from vcmr.utils import is_rank_zero, rank_zero_print
+from vcmr.utils import interactive, is_rank_zero, progress_interval, rank_zero_print
 
 
 
@@ -126,6 +129,47 @@ def build_logger(cfg: Mapping[str, Any], run_dir: Path) -> Any:
     return LOGGERS[name](cfg, run_dir)
 
 
+class LineProgressBar(ProgressBar):
+    """Training progress as plain lines for logs (SLURM files, pipes): one line every
+    ``interval`` seconds during an epoch (step, rate, ETA, metrics), and one after each
+    validation, instead of carriage-return redraws."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = float(interval)
+        self._enabled = True
+        self._t0 = self._last = 0.0
+
+    def disable(self) -> None:  # noqa: D102
+        self._enabled = False
+
+    def enable(self) -> None:  # noqa: D102
+        self._enabled = True
+
+    def _metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> str:
+        items = self.get_metrics(trainer, module).items()
+        return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in items if k != "v_num")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:  # noqa: D102
+        self._t0 = self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        now = time.monotonic()
+        if not self._enabled or not is_rank_zero() or now - self._last < self.interval:
+            return
+        self._last = now
+        done, total = batch_idx + 1, self.total_train_batches
+        rate = done / max(now - self._t0, 1e-9)
+        eta = f"{(total - done) / rate:.0f} s" if isinstance(total, int) and total > 0 else "?"
+        print(f"epoch {trainer.current_epoch}  step {done}/{total}  {rate:.2f} it/s  epoch ETA {eta}  "
+              f"{self._metrics(trainer, module)}", flush=True)
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:  # noqa: D102
+        if self._enabled and is_rank_zero() and not trainer.sanity_checking:
+            print(f"epoch {trainer.current_epoch} validated ({time.monotonic() - self._t0:.0f} s)  "
+                  f"{self._metrics(trainer, module)}", flush=True)
+
+
 def build_callbacks(cfg: Mapping[str, Any], run_dir: Path, with_logger: bool, progress_bar: bool) -> List[Callback]:
     """Callbacks from the ``callbacks`` block: best checkpoint by ``checkpoint.monitor``, an
     always-current ``last.ckpt`` (for ``resume=last``), optional early stopping, the
@@ -155,7 +199,8 @@ def build_callbacks(cfg: Mapping[str, Any], run_dir: Path, with_logger: bool, pr
     if with_logger and cfg["lr_monitor"]:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
+        # Redrawn bars on a terminal; plain lines every few seconds in logs and pipes.
+        callbacks.append(TQDMProgressBar(refresh_rate=1) if interactive(sys.stdout) else LineProgressBar(progress_interval()))
     return callbacks
 
 
