@@ -13,8 +13,8 @@ from vcmr.assembly.timeline import Timeline, TimelineShot, read_timeline, write_
 
 
 def timeline():
-    shots = [TimelineShot(0, 0.0, 2.0, [0, 1, 2, 3], [0, 50], 7, "vidA", "/lib/a.mp4", 3.0, 5.0, 0.41, "t/0.jpg"),
-             TimelineShot(1, 2.0, 3.5, [4, 5, 6], [50, 88], 2, "vidB", "/lib/b&c.mp4", 0.0, 1.5, 0.38, None)]
+    shots = [TimelineShot(0, 0.0, 2.0, [0, 1, 2, 3], [0, 50], 7, "vidA_c0001", "vidA", "/lib/a.mp4", 3.0, 5.0, 0.41, "t/0.jpg"),
+             TimelineShot(1, 2.0, 3.5, [4, 5, 6], [50, 88], 2, "vidB_c0000", "vidB", "/lib/b&c.mp4", 0.0, 1.5, 0.38, None)]
     return Timeline(song="/songs/s.wav", duration=3.5, tempo=120.0, beats=[0.0, .5, 1, 1.5, 2, 2.5, 3],
                     downbeats=[0, 4], beat_strength=[2.0, 1, 1, 1, 2, 1, 1], shots=shots, video="s.mp4", fps=25,
                     library="/libs/l", model={"sha256": "ab"}, settings={"seed": 0})
@@ -57,7 +57,7 @@ def test_page_has_marks_tiles_and_relative_paths(tmp_path):
 
 def test_clips_from_rows_derives_scene_spans():
     rows = [
-        {"row": 0, "video_id": "a", "source": "a.mp4", "start": 0.0, "end": 3.0, "scene": 0},
+        {"row": 0, "clip_id": "a_c0000", "video_id": "a", "source": "a.mp4", "start": 0.0, "end": 3.0, "scene": 0},
         {"row": 1, "video_id": "a", "source": "a.mp4", "start": 3.0, "end": 6.0, "scene": 0},
         {"row": 2, "video_id": "a", "source": "a.mp4", "start": 7.5, "end": 10.5, "scene": 2},
         {"row": 3, "video_id": "b", "source": "b.mp4", "start": 1.0, "end": 4.0, "scene": 1},
@@ -66,7 +66,7 @@ def test_clips_from_rows_derives_scene_spans():
         {"row": 5, "video_id": "b", "source": "b.mp4", "start": 10.0, "end": 12.0, "scene": 3},
     ]
     clips = clips_from_rows(list(reversed(rows)))
-    assert [c.clip_id for c in clips] == list(range(6))
+    assert [c.clip_id for c in clips] == list(range(6)) and clips[0].name == "a_c0000" and clips[1].name == ""
     assert (clips[1].scene_start, clips[1].scene_end) == (0.0, 7.5)
     assert [c.within_scene for c in clips] == [True, True, True, True, False, True]
     with pytest.raises(ValueError, match="0..N-1"):

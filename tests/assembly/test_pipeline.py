@@ -79,12 +79,12 @@ def test_make_video_end_to_end(tmp_path, world, monkeypatch):
     for a, b in zip(tl.shots, tl.shots[1:]):
         assert a.end == b.start and np.abs(np.array(tl.beats) - b.start).min() < 1e-3
     # No clip twice, no two consecutive shots from one source, every clip inside its scene and long enough.
-    ids = [s.clip_id for s in tl.shots]
+    ids = [s.clip_row for s in tl.shots]
     assert len(set(ids)) == len(ids)
     assert all(a.video_id != b.video_id for a, b in zip(tl.shots, tl.shots[1:]))
     clips = {c.clip_id: c for c in world["clips"]}
     for s in tl.shots:
-        c = clips[s.clip_id]
+        c = clips[s.clip_row]
         assert c.start - 1e-6 <= s.in_point and s.out_point <= c.end + 1e-6
         assert s.out_point - s.in_point == pytest.approx(s.end - s.start, abs=1e-3)
     # The video: duration, audio = song, and every cut on a shot boundary.
@@ -116,7 +116,7 @@ def test_same_seed_same_video_and_temperature(tmp_path, world, monkeypatch):
     runs = []
     for seed in (1, 1, 2, 3, 4):
         res = P.make_video(config(tmp_path, song, seed=seed, **{"choose.temperature": 0.5, "choose.in_point": "start"}))
-        runs.append([s.clip_id for s in read_timeline(res["timeline"]).shots])
+        runs.append([s.clip_row for s in read_timeline(res["timeline"]).shots])
     assert runs[0] == runs[1]
     assert len({tuple(r) for r in runs}) > 1
 
@@ -164,10 +164,12 @@ def test_with_a_built_clip_library(tmp_path, world, monkeypatch):
     cfg = config(tmp_path, song, library=str(lib_dir), **{"choose.in_point": "start"})
     res = P.make_video(cfg)
     tl = read_timeline(res["timeline"])
-    assert res["n_shots"] == 4 and len({s.clip_id for s in tl.shots}) == 4
+    assert res["n_shots"] == 4 and len({s.clip_row for s in tl.shots}) == 4
     by_id = {c.clip_id: c for c in view.clips}
     for s in tl.shots:
-        assert s.source == by_id[s.clip_id].source and s.in_point == pytest.approx(by_id[s.clip_id].start)
+        c = by_id[s.clip_row]
+        assert s.source == c.source and s.in_point == pytest.approx(c.start) and s.clip_id == c.name
+        assert s.clip_id.startswith(s.video_id + "_c")
     other = tiny_model(tmp_path / "other.safetensors", seed=3)
     with pytest.raises(P.LibraryMismatchError, match="built with the model"):
         P.make_video(config(tmp_path, song, library=str(lib_dir), model=str(other)))

@@ -42,7 +42,8 @@ class ChoiceError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Clip:
     """A library clip: ``[start, end)`` seconds of ``source`` inside scene ``scene`` spanning
-    ``[scene_start, scene_end)``; ``clip_id`` is its row in the library's index."""
+    ``[scene_start, scene_end)``; ``clip_id`` is its row in the library's index, ``name`` the
+    library's own id of the clip (e.g. ``<video>_c0003``)."""
 
     clip_id: int
     video_id: str
@@ -52,6 +53,7 @@ class Clip:
     scene: int
     scene_start: float
     scene_end: float
+    name: str = ""
 
     @property
     def duration(self) -> float:

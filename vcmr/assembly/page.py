@@ -104,7 +104,7 @@ def render_page(
     for sh, th in zip(tl.shots, thumbs_rel):
         left, w = sh.start * sx, (sh.end - sh.start) * sx
         tip = html.escape(
-            f"shot {sh.index}: {_fmt_time(sh.start)}-{_fmt_time(sh.end)} | clip {sh.clip_id} ({sh.video_id}) "
+            f"shot {sh.index}: {_fmt_time(sh.start)}-{_fmt_time(sh.end)} | clip {sh.clip_id} (row {sh.clip_row}) "
             f"{sh.in_point:.2f}-{sh.out_point:.2f} s of {Path(sh.source).name} | score {sh.score:.3f}"
         )
         img = f'<img src="{html.escape(th)}" alt="shot {sh.index}">' if th else ""

@@ -181,7 +181,7 @@ def clips_from_rows(rows: Sequence[Mapping[str, Any]]) -> List[Clip]:
         a, b = span[(str(r["video_id"]), int(r["scene"]))]
         out.append(Clip(clip_id=int(r["row"]), video_id=str(r["video_id"]), source=str(r["source"]),
                         start=float(r["start"]), end=float(r["end"]), scene=int(r["scene"]),
-                        scene_start=a, scene_end=b))
+                        scene_start=a, scene_end=b, name=str(r.get("clip_id", ""))))
     if [c.clip_id for c in out] != list(range(len(out))):
         raise ValueError("clips table rows are not 0..N-1 (the index ids)")
     return out
@@ -334,7 +334,8 @@ def make_video(cfg: DictConfig) -> Dict[str, Any]:
         shots=[
             TimelineShot(
                 index=sh.index, start=round(sh.start, 4), end=round(sh.end, 4), beats=list(sh.beats),
-                frames=list(fb), clip_id=ch.clip.clip_id, video_id=ch.clip.video_id, source=ch.clip.source,
+                frames=list(fb), clip_row=ch.clip.clip_id,
+                clip_id=ch.clip.name or str(ch.clip.clip_id), video_id=ch.clip.video_id, source=ch.clip.source,
                 in_point=round(ip, 4), out_point=round(ip + sh.duration, 4), score=round(ch.score, 4),
                 thumbnail=None if th is None else _relative(th, paths["page"].parent),
             )

@@ -10,7 +10,8 @@
       "settings": {<the resolved config>},
       "shots": [
         {"index", "start", "end" (s in the song), "beats" (beat indices inside),
-         "frames" [first, end) output frames, "clip_id", "video_id", "source" (file),
+         "frames" [first, end) output frames, "clip_row" (the clip's id in the library
+         index), "clip_id" (the library's name of the clip), "video_id", "source" (file),
          "in_point", "out_point" (s in the source file), "score" (cosine similarity),
          "thumbnail" (path relative to the page, or null)}
       ]
@@ -39,7 +40,8 @@ class TimelineShot:
     end: float
     beats: List[int]
     frames: List[int]
-    clip_id: int
+    clip_row: int
+    clip_id: str
     video_id: str
     source: str
     in_point: float
