@@ -54,7 +54,8 @@ def test_chain_shapes_and_reproducibility(cfg_dict, method):
 
 
 def test_registry_order_is_chain_order(cfg_dict):
-    order = ["polarity", "noise", "gain", "filter", "delay", "pitch", "reverb"]
+    order = ["polarity", "noise", "noise_std", "gain", "filter", "filter_sinc", "delay", "delay_mix",
+             "pitch", "pitch_cents", "reverb", "reverb_sox"]
     assert list(T.TRANSFORMS) == order
     assert [f.name for f in dataclasses.fields(A.AugmentConfig)] == ["enabled", *order]
     cfg = copy.deepcopy(cfg_dict)

@@ -39,6 +39,7 @@ from vcmr.audio.dsp import (
     reverb,
     synthetic_rir,
 )
+from vcmr.audio.dsp_clmr import add_noise_std, mix_delay, sinc_filter, sinc_half_size, sox_reverb
 from vcmr.config import ConfigError
 
 #: Draws of one transform for a batch: ``[B]`` tensors by name (``"apply"``: the mask).
@@ -528,15 +529,314 @@ class RandomReverb(RandomTransform):
         return f"p={self.p}, rt60_s={self.rt60_range}, wet={self.wet_range}, ir_length={self.ir_length}"
 
 
-#: Config key under ``augment:`` -> transform, in the order the chain applies them (CLMR's).
+# --------------------------------------------------------------------------------------
+# CLMR-exact variants of five transforms (config/augment/clmr_exact.yaml); the signal
+# processing is in vcmr.audio.dsp_clmr. Each sits next to its fast sibling in TRANSFORMS.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class NoiseStdConfig:
+    """CLMR's noise: white Gaussian noise with std ``r * std(x)``, ``r`` uniform in ``[min_std_ratio, max_std_ratio]``."""
+
+    p: float = MISSING
+    min_std_ratio: float = MISSING
+    max_std_ratio: float = MISSING
+
+
+class RandomNoiseStd(RandomTransform):
+    """Additive white noise whose std is a uniformly drawn fraction of the example's std (CLMR's ``Noise``)."""
+
+    Config = NoiseStdConfig
+
+    def __init__(self, p: float, min_std_ratio: float, max_std_ratio: float):
+        super().__init__(p)
+        self.ratio_range = (float(min_std_ratio), float(max_std_ratio))
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        if cfg.min_std_ratio < 0:
+            _fail(path, "min_std_ratio", cfg.min_std_ratio, "a noise std ratio must be >= 0")
+        _check_range(cfg, path, "min_std_ratio", "max_std_ratio")
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        return {"std_ratio": _uniform(batch_size, *self.ratio_range, generator)}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return add_noise_std(x, params["std_ratio"], _randn_like(x, generator))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, std_ratio={self.ratio_range}"
+
+
+@dataclasses.dataclass
+class SincFilterConfig:
+    """CLMR's filter: julius' windowed-sinc high-pass (probability ``highpass_prob``) or low-pass."""
+
+    p: float = MISSING
+    highpass_prob: float = MISSING
+    zeros: float = MISSING
+    lowpass_min_hz: float = MISSING
+    lowpass_max_hz: float = MISSING
+    highpass_min_hz: float = MISSING
+    highpass_max_hz: float = MISSING
+
+
+class RandomSincFilter(RandomTransform):
+    """Windowed-sinc (Hann, ``zeros`` zero crossings per side) high- or low-pass, cut-off drawn uniformly."""
+
+    Config = SincFilterConfig
+
+    def __init__(
+        self,
+        p: float,
+        sample_rate: int,
+        highpass_prob: float,
+        zeros: float,
+        lowpass_min_hz: float,
+        lowpass_max_hz: float,
+        highpass_min_hz: float,
+        highpass_max_hz: float,
+    ):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.highpass_prob = float(highpass_prob)
+        self.zeros = float(zeros)
+        self.lowpass_range = (float(lowpass_min_hz), float(lowpass_max_hz))
+        self.highpass_range = (float(highpass_min_hz), float(highpass_max_hz))
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        check_probability(cfg, path, "highpass_prob")
+        if cfg.zeros <= 0:
+            _fail(path, "zeros", cfg.zeros, "the number of zero crossings must be > 0")
+        _check_range(cfg, path, "lowpass_min_hz", "lowpass_max_hz")
+        _check_range(cfg, path, "highpass_min_hz", "highpass_max_hz")
+        if cfg.p == 0:
+            return  # an unused block may hold another sample rate's ranges
+        nyquist = sample_rate / 2.0
+        for key in ("lowpass_min_hz", "lowpass_max_hz", "highpass_min_hz", "highpass_max_hz"):
+            if not 0.0 < cfg[key] < nyquist:
+                _fail(path, key, cfg[key], f"a cut-off must lie in (0, {nyquist:g}) Hz at {sample_rate} Hz")
+        taps = 2 * sinc_half_size(min(cfg.lowpass_min_hz, cfg.highpass_min_hz) / sample_rate, cfg.zeros) + 1
+        if taps > crop_length:
+            _fail(path, "zeros", cfg.zeros, f"the longest filter ({taps} taps) exceeds the crop ({crop_length} samples)")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "RandomSincFilter":
+        return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        dev = _draw_device(generator)
+        hp = torch.rand(batch_size, generator=generator, device=dev) < self.highpass_prob
+        u = torch.rand(batch_size, generator=generator, device=dev, dtype=torch.float64)
+        lo = torch.where(hp, self.highpass_range[0], self.lowpass_range[0])
+        hi = torch.where(hp, self.highpass_range[1], self.lowpass_range[1])
+        return {"highpass": hp, "cutoff_hz": lo + (hi - lo) * u}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return sinc_filter(x, params["cutoff_hz"], self.sample_rate, params["highpass"].to(x.device), self.zeros)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, highpass_prob={self.highpass_prob}, zeros={self.zeros}"
+
+
+@dataclasses.dataclass
+class MixDelayConfig:
+    """CLMR's delay: ``(x + volume * x delayed) / 2``, delay from ``min_ms, min_ms + step_ms, ... < stop_ms``."""
+
+    p: float = MISSING
+    min_ms: float = MISSING
+    stop_ms: float = MISSING
+    step_ms: float = MISSING
+    volume: float = MISSING
+
+
+class RandomMixDelay(RandomTransform):
+    """``(x + volume * x[t - d]) / 2``; ``d = int(ms * sample_rate / 1000)``, ``ms`` from ``numpy.arange(min_ms, stop_ms, step_ms)``."""
+
+    Config = MixDelayConfig
+
+    def __init__(self, p: float, sample_rate: int, min_ms: float, stop_ms: float, step_ms: float, volume: float):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.volume = float(volume)
+        n = int(math.ceil((float(stop_ms) - float(min_ms)) / float(step_ms) - 1e-9))
+        self.delays_ms = [float(min_ms) + i * float(step_ms) for i in range(max(n, 0))]
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        if cfg.step_ms <= 0:
+            _fail(path, "step_ms", cfg.step_ms, "the delay grid step must be > 0")
+        if cfg.stop_ms <= cfg.min_ms:
+            _fail(path, "stop_ms", cfg.stop_ms, f"must exceed {path}.min_ms ({cfg.min_ms}); the grid stops before it")
+        if cfg.p > 0:
+            if int(cfg.min_ms * sample_rate / 1000.0) < 1:
+                _fail(path, "min_ms", cfg.min_ms, f"the shortest delay is under one sample at {sample_rate} Hz")
+            if cfg.stop_ms * sample_rate / 1000.0 >= crop_length:
+                _fail(path, "stop_ms", cfg.stop_ms, f"the delay must be shorter than the crop ({crop_length} samples)")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "RandomMixDelay":
+        return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        ms = _choice(batch_size, torch.tensor(self.delays_ms, dtype=torch.float64), generator)
+        # int(): truncation, as CLMR's calc_offset.
+        return {"delay_ms": ms, "delay_samples": torch.floor(ms * self.sample_rate / 1000.0 + 1e-9).long()}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return mix_delay(x, params["delay_samples"], self.volume)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, delays_ms={self.delays_ms}, volume={self.volume}"
+
+
+@dataclasses.dataclass
+class PitchCentsConfig:
+    """CLMR's pitch shift: an integer number of cents drawn uniformly in ``[min_cents, max_cents]`` (0 included)."""
+
+    p: float = MISSING
+    min_cents: int = MISSING
+    max_cents: int = MISSING
+    n_fft: int = MISSING
+    hop_length: int = MISSING
+    method: str = MISSING
+
+
+class RandomPitchCents(RandomTransform):
+    """Pitch shift by ``c`` cents, ``c`` a uniform integer in ``[min_cents, max_cents]`` (``random.randint``)."""
+
+    Config = PitchCentsConfig
+
+    def __init__(self, p: float, min_cents: int, max_cents: int, n_fft: int, hop_length: int, method: str):
+        super().__init__(p)
+        if method not in PITCH_METHODS:
+            raise ConfigError(f"augment.pitch_cents.method = {method!r}: must be one of {', '.join(PITCH_METHODS)}")
+        self.cents_range = (int(min_cents), int(max_cents))
+        self.n_fft, self.hop_length, self.method = int(n_fft), int(hop_length), str(method)
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        _check_range(cfg, path, "min_cents", "max_cents")
+        if cfg.hop_length <= 0 or cfg.hop_length > cfg.n_fft:
+            _fail(path, "hop_length", cfg.hop_length, f"must be in [1, {path}.n_fft={cfg.n_fft}]")
+        if cfg.n_fft < 2 or cfg.n_fft % 2:
+            _fail(path, "n_fft", cfg.n_fft, "must be an even number >= 2")
+        if cfg.method not in PITCH_METHODS:
+            _fail(path, "method", cfg.method, f"must be one of {', '.join(PITCH_METHODS)}")
+        if cfg.p > 0 and cfg.method == "phase_vocoder" and cfg.n_fft > crop_length:
+            _fail(path, "n_fft", cfg.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        lo, hi = self.cents_range
+        dev = _draw_device(generator)
+        cents = torch.randint(lo, hi + 1, (batch_size,), generator=generator, device=dev)
+        return {"cents": cents, "semitones": cents.double() / 100.0}
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length, self.method)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, cents={self.cents_range}, method={self.method}, n_fft={self.n_fft}, hop_length={self.hop_length}"
+
+
+@dataclasses.dataclass
+class SoxReverbConfig:
+    """CLMR's reverb: sox ``reverb`` with reverberance, HF damping and room scale (percent) drawn
+    as uniform integers in ``[min, max]``; ``stereo_depth``, ``pre_delay_ms`` and ``wet_gain_db`` fixed."""
+
+    p: float = MISSING
+    min_reverberance: int = MISSING
+    max_reverberance: int = MISSING
+    min_damping: int = MISSING
+    max_damping: int = MISSING
+    min_room_scale: int = MISSING
+    max_room_scale: int = MISSING
+    stereo_depth: float = MISSING
+    pre_delay_ms: float = MISSING
+    wet_gain_db: float = MISSING
+
+
+class RandomSoxReverb(RandomTransform):
+    """sox's Freeverb-style reverb (:func:`vcmr.audio.dsp_clmr.sox_reverb`), parameters per example."""
+
+    Config = SoxReverbConfig
+    _KEYS = ("reverberance", "damping", "room_scale")
+
+    def __init__(
+        self,
+        p: float,
+        sample_rate: int,
+        min_reverberance: int,
+        max_reverberance: int,
+        min_damping: int,
+        max_damping: int,
+        min_room_scale: int,
+        max_room_scale: int,
+        stereo_depth: float,
+        pre_delay_ms: float,
+        wet_gain_db: float,
+    ):
+        super().__init__(p)
+        self.sample_rate = int(sample_rate)
+        self.ranges = {
+            "reverberance": (int(min_reverberance), int(max_reverberance)),
+            "damping": (int(min_damping), int(max_damping)),
+            "room_scale": (int(min_room_scale), int(max_room_scale)),
+        }
+        self.stereo_depth, self.pre_delay_ms, self.wet_gain_db = float(stereo_depth), float(pre_delay_ms), float(wet_gain_db)
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        for key in cls._KEYS:
+            for bound in ("min", "max"):
+                name = f"{bound}_{key}"
+                if not 0 <= cfg[name] <= 100:
+                    _fail(path, name, cfg[name], "a sox reverb percentage must be in [0, 100]")
+            _check_range(cfg, path, f"min_{key}", f"max_{key}")
+        if not 0 <= cfg.stereo_depth <= 100:
+            _fail(path, "stereo_depth", cfg.stereo_depth, "a percentage must be in [0, 100]")
+        if cfg.pre_delay_ms < 0:
+            _fail(path, "pre_delay_ms", cfg.pre_delay_ms, "must be >= 0")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "RandomSoxReverb":
+        return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        dev = _draw_device(generator)
+        return {
+            k: torch.randint(lo, hi + 1, (batch_size,), generator=generator, device=dev).double()
+            for k, (lo, hi) in self.ranges.items()
+        }
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return sox_reverb(
+            x, params["reverberance"].cpu(), params["damping"].cpu(), params["room_scale"].cpu(), self.sample_rate,
+            self.stereo_depth, self.pre_delay_ms, self.wet_gain_db,
+        )
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, ranges={self.ranges}, stereo_depth={self.stereo_depth}"
+
+
+#: Config key under ``augment:`` -> transform, in the order the chain applies them (CLMR's:
+#: polarity, noise, gain, filter, delay, pitch, reverb). Each CLMR-exact variant follows its
+#: fast sibling; a chain turns one of the two on (``p > 0``), so the order stays CLMR's.
 TRANSFORMS: Dict[str, Type[RandomTransform]] = {
     "polarity": RandomPolarity,
     "noise": RandomNoise,
+    "noise_std": RandomNoiseStd,
     "gain": RandomGain,
     "filter": RandomFilter,
+    "filter_sinc": RandomSincFilter,
     "delay": RandomDelay,
+    "delay_mix": RandomMixDelay,
     "pitch": RandomPitchShift,
+    "pitch_cents": RandomPitchCents,
     "reverb": RandomReverb,
+    "reverb_sox": RandomSoxReverb,
 }
 
 
@@ -546,17 +846,27 @@ __all__ = [
     "DelayConfig",
     "FilterConfig",
     "GainConfig",
+    "MixDelayConfig",
     "NoiseConfig",
+    "NoiseStdConfig",
+    "PitchCentsConfig",
     "Params",
     "PitchConfig",
     "PolarityConfig",
     "RandomDelay",
     "RandomFilter",
     "RandomGain",
+    "RandomMixDelay",
     "RandomNoise",
+    "RandomNoiseStd",
+    "RandomPitchCents",
     "RandomPitchShift",
     "RandomPolarity",
     "RandomReverb",
+    "RandomSincFilter",
+    "RandomSoxReverb",
     "RandomTransform",
     "ReverbConfig",
+    "SincFilterConfig",
+    "SoxReverbConfig",
 ]
