@@ -187,7 +187,8 @@ def render_page(result: Mapping[str, Any], page: Path, media_mode: str = "link")
     what = "clips" if clips else "songs"
     qsrc = media.add(q["path"], f"query{Path(q['path']).suffix}")
     player = (f'<audio id="query" controls preload="metadata" src="{qsrc}"></audio>' if clips
-              else f'<video id="query" controls preload="metadata" src="{qsrc}"></video>')
+              # the fragment makes browsers show a frame before playback instead of a black box
+              else f'<video id="query" controls preload="metadata" src="{qsrc}#t=0.1"></video>')
     card = _clip_card if clips else _song_card
     parts = [
         "<!doctype html>",
