@@ -98,6 +98,8 @@ def test_recipe_learns_and_exports(data: Path, tmp_path: Path, model: str, level
     exported = load_spec_model(result["export"])
     assert exported.meta["recipe"] == model and exported.spec["name"] == model
     assert set(exported.meta["features"]) >= {cfg.recipes[model].audio_features}
+    assert exported.meta["deploy"]["audio"]["kind"] == cfg.recipes[model].audio_features
+    assert exported.meta["deploy"]["video_input_dim"] == 8
 
 
 def test_export_reproduces_the_evaluated_embeddings(data: Path, tmp_path: Path) -> None:
@@ -174,3 +176,50 @@ def test_config_errors_name_the_key(data: Path, tmp_path: Path) -> None:
     stage2 = load_config(CONFIG_DIR / "vid_pretrain_demo.yaml", [], None)
     assert list(demo.demo.cfg_overrides) == list(stage2.demo.cfg_overrides)
     assert demo.data.val_fraction == stage2.data.val_fraction  # the same validation videos as stage 2
+
+
+def test_embedder_deploys_seed_models_from_their_exports(tmp_path: Path) -> None:
+    """VM-NET and the clip matcher load in the Embedder and embed media through their feature front ends."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "retrieval"))
+    from retrieval_media import FEAT_DIM, TINY_CLIP, colour_video, tone
+
+    from vcmr.audio.handcrafted import LogMelSettings, VMNetAudioSettings, persecond_logmel, vmnet_track_features
+    from vcmr.models.export import save_spec_model
+    from vcmr.models.siamese import SiameseMatcher
+    from vcmr.models.vmnet import VMNet
+    from vcmr.retrieval.embedder import Embedder
+    from vcmr.video.stats import video_level_stats_torch
+
+    sr = 4000
+    hc = {"sample_rate": sr, "duration": 2.0, "n_fft": 256, "hop_length": 128, "n_mels": 16, "n_mfcc": 8,
+          "mfcc_n_fft": 512, "mfcc_n_mels": 20, "cens_octaves": 5, "top_db": 80.0}
+    lm = {"sample_rate": sr, "window_seconds": 0.025, "hop_seconds": 0.01, "n_mels": 8, "fmin": 125.0,
+          "fmax": 7500.0, "log_offset": 0.01}
+    vm = VMNet(VMNetAudioSettings(**hc).dim, 7 * FEAT_DIM, [16, 16], [16], 8).eval()
+    deploy = {"audio": {"kind": "vmnet_audio", "settings": hc}, "video": {"kind": "vmnet_video", "settings": {"top_k": 5}},
+              "clip_seconds": None, "video_input_dim": FEAT_DIM}
+    vm_file = save_spec_model(tmp_path / "vmnet.safetensors", vm, {"deploy": deploy, "frame_encoder": TINY_CLIP})
+    sm = SiameseMatcher(2, 2 * lm["n_mels"], FEAT_DIM, layers=[16, 8], projection_dim=12).eval()
+    deploy2 = {"audio": {"kind": "clip_audio", "settings": lm}, "video": {"kind": "frame_rows", "settings": {}},
+               "clip_seconds": 2, "video_input_dim": FEAT_DIM}
+    sm_file = save_spec_model(tmp_path / "siamese.safetensors", sm, {"deploy": deploy2, "frame_encoder": TINY_CLIP})
+    song = tone(4.5, sr, [220, 330, 440, 550, 660])
+    video = colour_video(tmp_path / "v.mp4", [0, 1, 2, 3, 4], audio=False)
+    for file, model, audio_fn in (
+        (vm_file, vm, lambda y: vmnet_track_features(y, VMNetAudioSettings(**hc))),
+        (sm_file, sm, lambda y: persecond_logmel(y, LogMelSettings(**lm), 2)),
+    ):
+        emb = Embedder(file, progress=False)
+        assert emb.sample_rate == sr and emb.input_length == 2 * sr and emb.video_context == 2
+        a = emb.embed_audio(song, sample_rate=sr)
+        first = torch.from_numpy(audio_fn(song[: 2 * sr])[None])
+        with torch.no_grad():
+            assert np.allclose(a.windows[0], model.encode_audio(first).numpy(), atol=1e-5)
+        v = emb.embed_video(video)
+        rows = torch.from_numpy(v.features[None, :2])
+        with torch.no_grad():
+            ref = model.encode_video(video_level_stats_torch(rows, 5) if model is vm else rows)
+        assert np.allclose(v.clips[0], ref.numpy(), atol=1e-5)
+    with pytest.raises(Exception, match="no 'deploy' settings"):
+        save_spec_model(tmp_path / "bare.safetensors", vm, {})
+        Embedder(tmp_path / "bare.safetensors", progress=False)

@@ -404,3 +404,39 @@ def load_spec_model(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(f"{file}: weights do not match the model spec it records: {exc}") from exc
     model.meta = {**json.loads(meta.get("extra", "{}")), "path": str(file)}
     return model.eval()
+
+
+def _load_media_model(file: Path) -> nn.Module:
+    from vcmr.models.vmnet import MediaModel
+
+    model = load_spec_model(file)
+    deploy = model.meta.get("deploy")
+    if not deploy:
+        raise CheckpointError(f"{file}: the export records no 'deploy' settings (feature front ends); re-export it")
+    try:
+        return MediaModel(model, deploy, model.meta).eval()
+    except ValueError as exc:
+        raise CheckpointError(f"{file}: {exc}") from exc
+
+
+#: ``vcmr_format`` -> loader of a model that takes media (waveform windows, per-second frame features).
+MEDIA_LOADERS = {MODEL_FORMAT: load_model, SPEC_FORMAT: _load_media_model}
+
+
+def load_any_model(path: str | os.PathLike) -> nn.Module:
+    """Any retrieval export as a media model: a stage-2 joint model (:func:`load_model`), or a
+    spec-model export (VM-NET, the clip matcher, the regression) behind its feature front ends
+    (:class:`vcmr.models.vmnet.MediaModel`). Both expose ``encode_audio([B, 1, L] waveform)``,
+    ``encode_video([B, S, F])``, ``input_length``, ``video_input_dim``, ``embed_dim``,
+    ``spec`` and ``meta`` (with ``sample_rate``)."""
+    from safetensors import safe_open
+
+    file = find_model_file(path)
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            fmt = (fh.metadata() or {}).get("vcmr_format", "no vcmr_format entry")
+    except Exception as exc:
+        raise CheckpointError(f"{file}: not a readable safetensors file: {exc}") from exc
+    if fmt not in MEDIA_LOADERS:
+        raise CheckpointError(f"{file}: {fmt} is not a retrieval model export (known: {sorted(MEDIA_LOADERS)})")
+    return MEDIA_LOADERS[fmt](file)

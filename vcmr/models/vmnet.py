@@ -19,7 +19,7 @@ buffers so an export maps raw features to embeddings by itself.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -188,3 +188,121 @@ class VMNet(nn.Module):
 
 
 __all__ = ["ACTIVATIONS", "InputTransform", "VMNet", "activation", "input_transform", "mlp"]
+
+
+# --------------------------------------------------------------------------------------
+# Deployment: media in, embeddings out (VM-NET's Embedding() object)
+# --------------------------------------------------------------------------------------
+
+
+def _vmnet_audio_frontend(settings: Mapping[str, Any]) -> Tuple[int, int, Callable[[np.ndarray], np.ndarray]]:
+    from vcmr.audio.handcrafted import VMNetAudioSettings, vmnet_track_features
+
+    s = VMNetAudioSettings.from_mapping(settings)
+    return s.sample_rate, s.n_samples, lambda y: vmnet_track_features(y, s)
+
+
+def _clip_audio_frontend(settings: Mapping[str, Any], clip_seconds: int) -> Tuple[int, int, Callable[[np.ndarray], np.ndarray]]:
+    from vcmr.audio.handcrafted import LogMelSettings, persecond_logmel
+
+    s = LogMelSettings.from_mapping(settings)
+    return s.sample_rate, clip_seconds * s.sample_rate, lambda y: persecond_logmel(y, s, clip_seconds)
+
+
+#: Audio feature kind -> (settings, clip seconds) -> (sample rate, window samples, waveform [L] -> features).
+AUDIO_FRONTENDS: Dict[str, Callable[..., Tuple[int, int, Callable[[np.ndarray], np.ndarray]]]] = {
+    "vmnet_audio": lambda settings, clip_seconds: _vmnet_audio_frontend(settings),
+    "clip_audio": _clip_audio_frontend,
+}
+
+
+def _video_stats_frontend(settings: Mapping[str, Any], clip_seconds: int) -> Callable[[Tensor], Tensor]:
+    from vcmr.video.stats import video_level_stats_torch
+
+    top_k = int(settings["top_k"])
+    return lambda v: video_level_stats_torch(v, top_k)
+
+
+def _video_rows_frontend(settings: Mapping[str, Any], clip_seconds: int) -> Callable[[Tensor], Tensor]:
+    def rows(v: Tensor) -> Tensor:
+        # A clip shorter than the model's clip repeats its last second; a longer one keeps its start.
+        if v.shape[1] < clip_seconds:
+            v = torch.cat([v, v[:, -1:].expand(-1, clip_seconds - v.shape[1], -1)], dim=1)
+        return v[:, :clip_seconds]
+
+    return rows
+
+
+#: Video feature kind -> (settings, clip seconds) -> ([B, S, F] per-second rows -> the model's video input).
+VIDEO_FRONTENDS: Dict[str, Callable[[Mapping[str, Any], int], Callable[[Tensor], Tensor]]] = {
+    "vmnet_video": _video_stats_frontend,
+    "frame_rows": _video_rows_frontend,
+}
+
+
+class MediaModel(nn.Module):
+    """A feature-input retrieval model behind its feature front ends, with the interface of
+    :class:`~vcmr.models.joint.MusicVideoModel` that :class:`vcmr.retrieval.embedder.Embedder`
+    uses: ``encode_audio([B, 1, input_length] waveform at meta["sample_rate"])``,
+    ``encode_video([B, S, F] per-second frame features)``, ``input_length``,
+    ``video_input_dim``, ``embed_dim``, ``spec`` and ``meta``.
+
+    The front ends recompute the features the model was trained on: the audio window goes
+    through its audio feature extractor (e.g. VM-NET's hand-crafted vector of
+    ``duration`` seconds, or the clip matcher's per-second log-mel statistics of
+    ``clip_seconds``), the per-second rows through the video one (VM-NET's statistics, or the
+    rows themselves, padded/cut to ``clip_seconds``).
+
+    Args:
+        model: the trained model (``encode_audio``/``encode_video`` on features).
+        deploy: ``{"audio": {"kind", "settings"}, "video": {"kind", "settings"},
+            "clip_seconds", "video_input_dim"}`` as recorded in the export's ``meta``.
+        meta: the export's ``meta`` (``sample_rate`` is set here from the audio front end).
+    """
+
+    def __init__(self, model: nn.Module, deploy: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__()
+        audio, video = deploy["audio"], deploy["video"]
+        for side, spec, table in (("audio", audio, AUDIO_FRONTENDS), ("video", video, VIDEO_FRONTENDS)):
+            if spec["kind"] not in table:
+                raise ValueError(
+                    f"{side} features '{spec['kind']}' have no media front end (known: {sorted(table)}); "
+                    "embed this model's features with `python -m vcmr.scripts.extract_features` instead"
+                )
+        clip = int(deploy.get("clip_seconds") or 0)
+        sr, length, self._audio_fn = AUDIO_FRONTENDS[audio["kind"]](audio["settings"], clip)
+        self._video_fn = VIDEO_FRONTENDS[video["kind"]](video["settings"], clip)
+        self.model = model
+        self._input_length = int(length)
+        self._video_input_dim = int(deploy["video_input_dim"])
+        self.spec = dict(getattr(model, "spec", {}))
+        self.meta: Dict[str, Any] = {**dict(meta or {}), "sample_rate": int(sr)}
+
+    @property
+    def input_length(self) -> int:
+        return self._input_length
+
+    @property
+    def video_input_dim(self) -> int:
+        return self._video_input_dim
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.embed_dim)
+
+    def encode_audio(self, x: Tensor, normalize: bool = True) -> Tensor:
+        """``x: [B, 1, input_length]`` waveform -> ``[B, D]``."""
+        if x.dim() != 3 or x.shape[1] != 1:
+            raise ValueError(f"expected a waveform batch [B, 1, L], got shape {tuple(x.shape)}")
+        feats = np.stack([self._audio_fn(row) for row in x[:, 0].detach().float().cpu().numpy()])
+        ref = next(self.model.parameters())
+        return self.model.encode_audio(torch.from_numpy(feats).to(ref.device), normalize=normalize)
+
+    def encode_video(self, v: Tensor, normalize: bool = True, lengths: Optional[Tensor] = None) -> Tensor:
+        """``v: [B, S, F]`` per-second frame features -> ``[B, D]`` (``lengths`` is not supported)."""
+        if lengths is not None:
+            raise ValueError("MediaModel.encode_video takes unpadded clips (lengths=None)")
+        return self.model.encode_video(self._video_fn(v.float()), normalize=normalize)
+
+
+__all__ += ["AUDIO_FRONTENDS", "MediaModel", "VIDEO_FRONTENDS"]

@@ -253,7 +253,7 @@ class Embedder:
         decoder_threads: int = 0,
         end_tolerance: float = 0.5,
     ) -> None:
-        from vcmr.models.export import load_model
+        from vcmr.models.export import load_any_model as load_model
         from vcmr.video.encoders import resolve_device
 
         if precision not in PRECISIONS:

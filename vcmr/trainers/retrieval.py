@@ -298,10 +298,23 @@ class PairRecipe(Recipe):
         """Keyword arguments of ``model.forward`` for a batch (default: ``audio`` and ``video``)."""
         return {"audio": batch["audio"], "video": batch["video"]}
 
-    def export_extra(self) -> Dict[str, Any]:
-        """What besides the weights the export records: the feature settings of each kind."""
-        return {"features": {k: self.cfg.features.get(k) and to_container(self.cfg.features[k])
-                             for k in self.feature_kinds()}}
+    def features_of(self, kind: str) -> Dict[str, Any]:
+        """The ``features.<kind>`` argument block as a dict (empty for kinds without one)."""
+        return to_container(self.cfg.features[kind]) if kind in self.cfg.features else {}
+
+    def deploy(self, ctx: RunContext) -> Dict[str, Any]:
+        """The feature front ends that turn media into the model's inputs
+        (:class:`vcmr.models.vmnet.MediaModel`): ``{"audio": {kind, settings}, "video": {kind,
+        settings}, "clip_seconds", "video_input_dim"}``."""
+        raise NotImplementedError
+
+    def export_extra(self, ctx: RunContext) -> Dict[str, Any]:
+        """What besides the weights the export records: the feature settings of each kind, the
+        front ends for media input, and the frame encoder the video features came from."""
+        from vcmr.trainers.video import frame_encoder_of
+
+        return {"features": {k: self.features_of(k) for k in self.feature_kinds()}, "deploy": self.deploy(ctx),
+                "frame_encoder": frame_encoder_of(str(ctx.root))}
 
     @torch.no_grad()
     def embed(self, model: nn.Module, pairs: PairArrays, batch_size: int = 256) -> Any:
@@ -355,9 +368,17 @@ class PairRecipe(Recipe):
         model = module.model.eval()
         export = None
         if trainer.is_global_zero:
-            extra = {"recipe": self.name, "stage": "retrieval", "run_dir": str(ctx.run_dir), **self.export_extra()}
+            extra = {"recipe": self.name, "stage": "retrieval", "run_dir": str(ctx.run_dir), **self.export_extra(ctx)}
             export = str(save_spec_model(ctx.run_dir / "export" / "model.safetensors", model, extra))
         return RecipeResult(self.embed(model, val), export, best, metrics, counts)
+
+
+def frame_dim(ctx: RunContext) -> int:
+    """Size of the builder's per-second frame features (from the manifest)."""
+    dims = {int(r.feature_shape[1]) for r in ctx.records.values()}
+    if len(dims) != 1:
+        raise ValueError(f"data.root: {ctx.root} mixes frame-feature sizes {sorted(dims)}")
+    return dims.pop()
 
 
 def _require_rows(arrays: Mapping[str, np.ndarray], kind: str, ndim: int) -> None:
@@ -408,6 +429,12 @@ class VMNetRecipe(PairRecipe):
         _require_rows(a, self.args.audio_features, 1)
         _require_rows(v, self.args.video_features, 1)
         return PairArrays(np.stack([a[i] for i in ids]), np.stack([v[i] for i in ids]), np.arange(len(ids)), ids)
+
+    def deploy(self, ctx: RunContext) -> Dict[str, Any]:
+        a = self.args
+        return {"audio": {"kind": a.audio_features, "settings": self.features_of(a.audio_features)},
+                "video": {"kind": a.video_features, "settings": self.features_of(a.video_features)},
+                "clip_seconds": None, "video_input_dim": frame_dim(ctx)}
 
     def build_model(self, train: PairArrays) -> nn.Module:
         from vcmr.models.vmnet import VMNet
@@ -492,6 +519,12 @@ class ClipRecipe(PairRecipe):
         if not audio:
             raise ValueError(f"recipes.{self.name}: no video of the split has {c} seconds (clip_seconds)")
         return PairArrays(np.stack(audio), np.stack(video), np.array(track), ids)
+
+    def deploy(self, ctx: RunContext) -> Dict[str, Any]:
+        a = self.args
+        return {"audio": {"kind": a.audio_features, "settings": self.features_of(a.audio_features)},
+                "video": {"kind": "frame_rows", "settings": {}}, "clip_seconds": int(a.clip_seconds),
+                "video_input_dim": frame_dim(ctx)}
 
     def fitted_transforms(self, train: PairArrays) -> Tuple[FeatureTransform, FeatureTransform]:
         """Per-second transforms fitted on the rows of the training clips."""
