@@ -62,9 +62,9 @@ def ensure_demo_model(runs: str | os.PathLike = "runs", overrides: Sequence[str]
 def demo_dataset() -> Path:
     """The demo music-video dataset, built with the dataset settings of the stage-2 demo config."""
     from vcmr.demo.videos import ensure_demo_dataset
-    from vcmr.trainers.video import VideoPretrainConfig
 
-    cfg = load_config(CONFIG_DIR / DEMO_STAGE2_CONFIG, [], VideoPretrainConfig)
+    # Only the demo block is read: no stage-2 schema, so this does not depend on training settings.
+    cfg = load_config(CONFIG_DIR / DEMO_STAGE2_CONFIG)
     return ensure_demo_dataset(list(cfg.demo.get("cfg_overrides", [])))
 
 
