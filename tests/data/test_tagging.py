@@ -176,13 +176,13 @@ def test_build_index_dispatch(pons_root):
     with pytest.raises(ValueError, match="data.split"):
         build_index(_cfg(root=str(pons_root), split="lee2017"))
     with pytest.raises(ValueError, match="data.name"):
-        build_index(_cfg(name="gtzan", root=str(pons_root)))
+        build_index(_cfg(name="fma", root=str(pons_root)))
     with pytest.raises(ValueError, match="data.root"):
         build_index(_cfg())
 
 
 def test_dataset_registry_and_report_name(pons_root):
-    assert sorted(DATASETS) == ["magnatagatune", "mtg_jamendo"]
+    assert sorted(DATASETS) == ["gtzan", "magnatagatune", "mtg_jamendo", "single_label"]
     assert build_index(_cfg(root=str(pons_root))).name == "magnatagatune"
     assert build_index(_cfg(root=str(pons_root), report_name="mtat-50")).name == "mtat-50"
 

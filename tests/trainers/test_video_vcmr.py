@@ -53,10 +53,12 @@ def test_frozen_blocks_bn_statistics(dataset, tmp_path, frozen_bn, changes):
     assert all(not p.requires_grad for b in list(enc.blocks)[:2] for p in b.parameters())
     assert all(p.requires_grad for p in enc.blocks[2].parameters())
     before = bn_stats(module)
-    module.train()
-    assert enc.blocks[0].training is changes
+    # As built (Lightning keeps each submodule's mode), and after an explicit train().
+    assert enc.blocks[0].training is changes and enc.blocks[2].training
     module(torch.randn(4, 1, 729) + 3.0, torch.randn(4, 1, 8))
     assert (not torch.equal(before, bn_stats(module))) is changes
+    module.train()
+    assert enc.blocks[0].training is changes
 
 
 def test_vcmr_model_and_loss_are_built(dataset, tmp_path):

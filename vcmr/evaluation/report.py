@@ -24,32 +24,42 @@ def _fmt(x: Optional[float]) -> str:
     return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
 
 
+def _num(x: Optional[float]) -> str:
+    return "" if x is None else f"{x:.6f}"
+
+
 def per_tag_table(result: Mapping[str, Any], setting: Optional[str] = None) -> str:
-    """Tab-separated per-tag table (tag, positives, ROC-AUC, PR-AUC) of one setting."""
+    """Tab-separated per-tag table (tag, positives, ROC-AUC, PR-AUC; plus accuracy for
+    single-label data) of one setting."""
     setting = setting or result["primary"]
-    rows = ["tag\tn_pos\troc_auc\tpr_auc"]
-    for tag, s in result["results"][setting]["per_tag"].items():
-        roc = "" if s["roc_auc"] is None else f"{s['roc_auc']:.6f}"
-        pr = "" if s["pr_auc"] is None else f"{s['pr_auc']:.6f}"
-        rows.append(f"{tag}\t{s['n_pos']}\t{roc}\t{pr}")
+    per_tag = result["results"][setting]["per_tag"]
+    with_acc = any("accuracy" in s for s in per_tag.values())
+    rows = ["tag\tn_pos\troc_auc\tpr_auc" + ("\taccuracy" if with_acc else "")]
+    for tag, s in per_tag.items():
+        row = f"{tag}\t{s['n_pos']}\t{_num(s['roc_auc'])}\t{_num(s['pr_auc'])}"
+        rows.append(row + (f"\t{_num(s.get('accuracy'))}" if with_acc else ""))
     return "\n".join(rows) + "\n"
 
 
 def print_report(result: Mapping[str, Any], title: str) -> None:
     """Print overall/group scores of every setting and the per-tag table of the primary one."""
     print(f"\n{title}  ({result['n_tracks']} tracks, window {result['input_length']} samples)")
-    print(f"{'setting':<22} {'ROC-AUC':>8} {'PR-AUC':>8}")
+    with_acc = result.get("task") == "single_label"
+    print(f"{'setting':<22} {'ROC-AUC':>8} {'PR-AUC':>8}" + (f" {'acc.':>8} {'bal.acc.':>8}" if with_acc else ""))
     for key, r in result["results"].items():
-        print(f"{key:<22} {_fmt(r['overall']['roc_auc']):>8} {_fmt(r['overall']['pr_auc']):>8}")
+        o = r["overall"]
+        extra = f" {_fmt(o['accuracy']):>8} {_fmt(o['balanced_accuracy']):>8}" if with_acc else ""
+        print(f"{key:<22} {_fmt(o['roc_auc']):>8} {_fmt(o['pr_auc']):>8}{extra}")
     primary = result["results"][result["primary"]]
     if primary["groups"]:
         print(f"\ngroups ({result['primary']})")
         for g, s in primary["groups"].items():
             print(f"  {g:<20} {_fmt(s['roc_auc']):>8} {_fmt(s['pr_auc']):>8}  ({s['n_tags']} tags)")
     print(f"\nper tag ({result['primary']})")
-    print(f"  {'tag':<28} {'pos':>5} {'ROC-AUC':>8} {'PR-AUC':>8}")
+    print(f"  {'tag':<28} {'pos':>5} {'ROC-AUC':>8} {'PR-AUC':>8}" + (f" {'acc.':>8}" if with_acc else ""))
     for tag, s in primary["per_tag"].items():
-        print(f"  {tag:<28} {s['n_pos']:>5} {_fmt(s['roc_auc']):>8} {_fmt(s['pr_auc']):>8}")
+        extra = f" {_fmt(s.get('accuracy')):>8}" if with_acc else ""
+        print(f"  {tag:<28} {s['n_pos']:>5} {_fmt(s['roc_auc']):>8} {_fmt(s['pr_auc']):>8}{extra}")
     if primary["undefined"]:
         print(f"  ({len(primary['undefined'])} tag(s) with a single class in this split left out of the averages)")
 

@@ -4,16 +4,22 @@ Each track is cut into windows of the model's input length ``L`` (samples). With
 overlap ratio ``r`` (``0 <= r < 1``) the hop is ``max(1, round(L * (1 - r)))`` and the
 windows start at ``0, hop, 2 hop, ...`` as long as they fit inside the track.
 
-**Last partial window rule.** If the last full window ends before the track does, one
-more window is added that ends exactly at the last sample (start ``N - L``). It overlaps
-its neighbour more than ``r``, but every sample of the track is covered by real audio
-and nothing is zero-padded. A track shorter than one window raises
-:class:`TrackTooShortError`, naming the track.
+**Last partial window rule** (``evaluation.last_window``). ``cover`` (the default): if the
+last full window ends before the track does, one more window is added that ends exactly at
+the last sample (start ``N - L``). It overlaps its neighbour more than ``r``, but every
+sample of the track is covered by real audio and nothing is zero-padded. ``drop``: the
+remainder shorter than a window is left out, as VCMR (``Tensor.unfold``) and CLMR (its
+``concat_clip``) do. A track shorter than one window raises :class:`TrackTooShortError`,
+naming the track.
 
-Window probabilities (sigmoid of the logits) are aggregated per track with ``mean`` and
-``max``; macro ROC-AUC and PR-AUC are then computed over tracks, overall, per tag group
-and per tag (:mod:`vcmr.metrics.tagging`, which also states the rule for tags with no
-positive in the split).
+Window probabilities (sigmoid of the logits; softmax over the classes for single-label data
+such as GTZAN) are aggregated per track with ``mean``, ``max`` or ``majority_vote`` (the
+mean over windows of the rounded probabilities, ``round(p) in {0, 1}``: the share of windows
+voting for the tag, as VCMR's ``majority_vote``); macro ROC-AUC and PR-AUC are then
+computed over tracks, overall, per tag group and per tag (:mod:`vcmr.metrics.tagging`,
+which also states the rule for tags with no positive in the split). Single-label data also
+gets accuracy, balanced accuracy and per-class accuracy of the arg-max class
+(:mod:`vcmr.metrics.classification`).
 
 :func:`evaluate_split` is the one sequence that stage-3 training (after fitting) and
 :func:`evaluate` (a stand-alone checkpoint) both run: index -> audio store -> unusable
@@ -35,21 +41,37 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
-from vcmr.config import CONFIG_DIR, to_container
+from vcmr.config import CONFIG_DIR, one_of, required, to_container
 from vcmr.data.tagging import AudioStore, TaggingData, TaggingDataConfig, Track, open_tagging_data
 from vcmr.evaluation.report import print_report, sha256_file, write_report
+from vcmr.metrics.classification import classification_scores
 from vcmr.metrics.tagging import tagging_scores
 from vcmr.models.tagger import load_tagger
 
-LAST_WINDOW_RULE = (
-    "windows of the model input length start every round(L*(1-overlap)) samples while they fit; "
-    "if the last one ends before the track, one more window ending at the last sample is added; "
-    "tracks shorter than one window are an error"
-)
+#: ``evaluation.last_window`` -> the sentence written into every results file.
+LAST_WINDOW_RULES: Dict[str, str] = {
+    "cover": (
+        "windows of the model input length start every round(L*(1-overlap)) samples while they fit; "
+        "if the last one ends before the track, one more window ending at the last sample is added; "
+        "tracks shorter than one window are an error"
+    ),
+    "drop": (
+        "windows of the model input length start every round(L*(1-overlap)) samples while they fit; "
+        "the remainder shorter than a window is left out (VCMR, CLMR); tracks shorter than one window are an error"
+    ),
+}
+LAST_WINDOW_RULE = LAST_WINDOW_RULES["cover"]
 
 AGGREGATIONS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mean": lambda p: p.mean(axis=0),
     "max": lambda p: p.max(axis=0),
+    "majority_vote": lambda p: np.round(p).mean(axis=0),
+}
+
+#: Task of the data (``TaggingIndex.task``) -> window logits to probabilities.
+ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "multilabel": torch.sigmoid,
+    "single_label": lambda logits: torch.softmax(logits, dim=-1),
 }
 
 
@@ -57,7 +79,7 @@ class TrackTooShortError(ValueError):
     """A track has fewer samples than one model window."""
 
 
-def window_starts(n_samples: int, window: int, overlap: float, name: str = "track") -> np.ndarray:
+def window_starts(n_samples: int, window: int, overlap: float, name: str = "track", last: str = "cover") -> np.ndarray:
     """Start sample of every window (module docstring rule).
 
     Args:
@@ -65,10 +87,13 @@ def window_starts(n_samples: int, window: int, overlap: float, name: str = "trac
         window: window length ``L`` in samples.
         overlap: ratio in [0, 1).
         name: used in the error message.
+        last: last partial window rule, ``cover`` or ``drop``.
 
     Returns:
-        ``[W]`` int64 starts; the windows cover ``[0, n_samples)``.
+        ``[W]`` int64 starts; with ``cover`` the windows cover ``[0, n_samples)``.
     """
+    if last not in LAST_WINDOW_RULES:
+        raise ValueError(f"evaluation.last_window: must be one of {sorted(LAST_WINDOW_RULES)}, got '{last}'")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap ratio must be in [0, 1), got {overlap}")
     if window <= 0:
@@ -79,19 +104,19 @@ def window_starts(n_samples: int, window: int, overlap: float, name: str = "trac
         )
     hop = max(1, int(round(window * (1.0 - overlap))))
     starts = np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
-    if starts[-1] + window < n_samples:
+    if last == "cover" and starts[-1] + window < n_samples:
         starts = np.append(starts, n_samples - window)
     return starts
 
 
-def split_windows(audio: np.ndarray, window: int, overlap: float, name: str = "track") -> np.ndarray:
+def split_windows(audio: np.ndarray, window: int, overlap: float, name: str = "track", last: str = "cover") -> np.ndarray:
     """``[N]`` audio -> ``[W, window]`` windows (a strided view copy)."""
-    starts = window_starts(int(audio.shape[0]), window, overlap, name)
+    starts = window_starts(int(audio.shape[0]), window, overlap, name, last)
     return np.stack([audio[s : s + window] for s in starts])
 
 
 def aggregate(probs: np.ndarray, how: str) -> np.ndarray:
-    """``[W, T]`` window probabilities -> ``[T]`` track probabilities (``mean`` or ``max``)."""
+    """``[W, T]`` window probabilities -> ``[T]`` track scores (``mean``, ``max`` or ``majority_vote``)."""
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation '{how}'; choose from {sorted(AGGREGATIONS)}")
     return AGGREGATIONS[how](np.asarray(probs))
@@ -145,19 +170,28 @@ def predict_windows(
     overlaps: Sequence[float],
     batch_size: int,
     device: str,
+    last: str = "cover",
+    task: str = "multilabel",
 ) -> Dict[float, List[np.ndarray]]:
-    """Window probabilities of every track: overlap -> list (per track) of ``[W, T]``."""
+    """Window probabilities of every track: overlap -> list (per track) of ``[W, T]``.
+
+    ``last``: the last partial window rule; ``task``: ``multilabel`` (sigmoid) or
+    ``single_label`` (softmax over the classes).
+    """
+    if task not in ACTIVATIONS:
+        raise ValueError(f"unknown task '{task}'; choose from {sorted(ACTIVATIONS)}")
+    activation = ACTIVATIONS[task]
     tagger = tagger.to(device).eval()
     window = int(tagger.input_length)
     out: Dict[float, List[np.ndarray]] = {float(o): [] for o in overlaps}
     for track in tqdm(tracks, desc="song-level evaluation", unit="track"):
         audio = store.load(track)
         for o in out:
-            wins = split_windows(audio, window, o, name=str(store.file(track)))
+            wins = split_windows(audio, window, o, name=str(store.file(track)), last=last)
             probs = []
             for i in range(0, len(wins), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(wins[i : i + batch_size], np.float32))[:, None].to(device)
-                probs.append(torch.sigmoid(tagger(x)).float().cpu().numpy())
+                probs.append(activation(tagger(x)).float().cpu().numpy())
             out[o].append(np.concatenate(probs))
     return out
 
@@ -170,6 +204,7 @@ def evaluate_tagger(
     eval_cfg: Mapping[str, Any],
     groups: Optional[Mapping[str, Sequence[str]]] = None,
     device: str = "cpu",
+    task: str = "multilabel",
 ) -> Dict[str, Any]:
     """Score ``tracks`` song by song for every (overlap, aggregation) setting.
 
@@ -178,13 +213,16 @@ def evaluate_tagger(
         tracks: the evaluated split.
         store: audio access.
         tags: T tag names.
-        eval_cfg: ``overlaps``, ``aggregations``, ``batch_size``.
+        eval_cfg: ``overlaps``, ``aggregations``, ``batch_size`` and optionally
+            ``last_window`` (``cover`` when absent).
         groups: tag groups for the report.
         device: torch device string.
+        task: ``multilabel`` or ``single_label`` (adds accuracy, balanced accuracy and
+            per-class accuracy to each setting's ``overall`` / ``per_tag``, and the confusion matrix).
 
     Returns:
         ``{"results": {setting: TaggingScores dict}, "primary": setting, "tags", "n_tracks",
-        "input_length", "rule", "predictions": {setting: [N, T]}, "labels": [N, T]}``
+        "input_length", "rule", "task", "predictions": {setting: [N, T]}, "labels": [N, T]}``
         (the two arrays are numpy and are not written to JSON).
     """
     if not tracks:
@@ -196,7 +234,8 @@ def evaluate_tagger(
             raise ValueError(f"evaluation.aggregations: unknown '{a}'; choose from {sorted(AGGREGATIONS)}")
     if not overlaps or not aggs:
         raise ValueError("evaluation.overlaps and evaluation.aggregations must not be empty")
-    windows = predict_windows(tagger, tracks, store, overlaps, int(eval_cfg["batch_size"]), device)
+    last = str(eval_cfg.get("last_window", "cover"))
+    windows = predict_windows(tagger, tracks, store, overlaps, int(eval_cfg["batch_size"]), device, last, task)
     labels = np.stack([t.labels for t in tracks])
     results, predictions = {}, {}
     for o in overlaps:
@@ -205,16 +244,28 @@ def evaluate_tagger(
             pred = np.stack([aggregate(p, a) for p in windows[o]])
             predictions[key] = pred
             results[key] = tagging_scores(labels, pred, list(tags), groups).to_dict()
+            if task == "single_label":
+                results[key] = _with_accuracy(results[key], classification_scores(labels, pred, list(tags)))
     return {
         "results": results,
         "primary": setting_key(overlaps[0], aggs[0]),
         "tags": list(tags),
         "n_tracks": len(tracks),
         "input_length": int(tagger.input_length),
-        "rule": LAST_WINDOW_RULE,
+        "rule": LAST_WINDOW_RULES[last],
+        "task": task,
         "predictions": predictions,
         "labels": labels,
     }
+
+
+def _with_accuracy(scores: Dict[str, Any], acc: Mapping[str, Any]) -> Dict[str, Any]:
+    """Tagging scores of a single-label split plus accuracy overall and per class."""
+    out = dict(scores)
+    out["overall"] = {**scores["overall"], "accuracy": acc["accuracy"], "balanced_accuracy": acc["balanced_accuracy"]}
+    out["per_tag"] = {t: {**v, "accuracy": acc["per_class"][t]["accuracy"]} for t, v in scores["per_tag"].items()}
+    out["confusion"] = acc["confusion"]
+    return out
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -233,7 +284,8 @@ def resolve_device(name: str) -> str:
 class SongEvalConfig:
     """Song-level evaluation settings (``evaluation:`` block of the stage-3 configs).
 
-    ``overlaps``: window overlap ratios; ``aggregations``: ``mean``/``max``; ``batch_size``:
+    ``overlaps``: window overlap ratios; ``aggregations``: ``mean``/``max``/``majority_vote``;
+    ``last_window``: ``cover`` or ``drop`` (module docstring); ``batch_size``:
     windows per forward pass; ``tag_groups``: ``null``, ``prefix`` or a YAML file
     (:func:`load_tag_groups`); ``chart``: write ``per_tag.png``; ``device``: ``auto``,
     ``cpu`` or ``cuda`` (:func:`resolve_device`).
@@ -241,10 +293,84 @@ class SongEvalConfig:
 
     overlaps: List[float] = MISSING
     aggregations: List[str] = MISSING
+    last_window: str = required(one_of(*LAST_WINDOW_RULES))
     batch_size: int = MISSING
     tag_groups: Optional[str] = MISSING
     chart: bool = MISSING
     device: str = MISSING
+
+
+@dataclasses.dataclass
+class EvalSplit:
+    """The evaluated split, opened once and shared by every model scored on it."""
+
+    data: TaggingData
+    subset: str
+    groups: Dict[str, List[str]]
+    device: str
+    eval_cfg: Dict[str, Any]
+
+    @property
+    def index(self) -> Any:
+        return self.data.index
+
+    @property
+    def tracks(self) -> List[Track]:
+        return self.data.index.splits[self.subset]
+
+
+def open_split(data_cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any]) -> EvalSplit:
+    """Index -> audio store -> unusable tracks dropped -> ``data.subset`` -> tag groups -> device."""
+    data = open_tagging_data(data_cfg)
+    subset = str(data_cfg["subset"])
+    if subset not in data.index.splits:
+        raise ValueError(f"data.subset: '{subset}' is not one of {sorted(data.index.splits)}")
+    eval_cfg = to_container(eval_cfg)
+    groups = load_tag_groups(eval_cfg["tag_groups"], data.index.tags)
+    return EvalSplit(data, subset, groups, resolve_device(str(eval_cfg["device"])), eval_cfg)
+
+
+def check_model(meta: Mapping[str, Any], split: EvalSplit, data_cfg: Mapping[str, Any]) -> None:
+    """The model must predict the split's tags (in order), at the data's sample rate, for its task.
+
+    Foreign heads (:func:`vcmr.models.tagger.load_foreign_tagger`) record no tag names or
+    sample rate (``None``): only their number of outputs is checked.
+    """
+    ckpt_path = meta["path"]
+    index = split.index
+    if meta.get("sample_rate") is not None and int(data_cfg["sample_rate"]) != int(meta["sample_rate"]):
+        raise ValueError(f"data.sample_rate={data_cfg['sample_rate']} but {ckpt_path} was trained at {meta['sample_rate']} Hz")
+    if meta.get("tags") is None:
+        if int(meta["n_tags"]) != len(index.tags):
+            raise ValueError(
+                f"{ckpt_path}: the head has {meta['n_tags']} outputs but {index.name} has {len(index.tags)} tags"
+            )
+    elif list(index.tags) != list(meta["tags"]):
+        raise ValueError(
+            f"{ckpt_path}: the model predicts {len(meta['tags'])} tags that differ from the "
+            f"{len(index.tags)} tags of {index.name} ({data_cfg['name']}, split {data_cfg['split']}); "
+            "evaluate with the data settings the model was trained with"
+        )
+    task = str(meta.get("task", "multilabel"))
+    if task != index.task:
+        raise ValueError(f"{ckpt_path}: a {task} model cannot be scored on {index.name}, a {index.task} dataset")
+
+
+def score_model(tagger: torch.nn.Module, meta: Mapping[str, Any], split: EvalSplit) -> Dict[str, Any]:
+    """:func:`evaluate_tagger` of one checked model on the opened split."""
+    index = split.index
+    return evaluate_tagger(
+        tagger, split.tracks, split.data.store, index.tags, split.eval_cfg, split.groups, split.device, index.task
+    )
+
+
+def summary(result: Mapping[str, Any], json_path: Optional[Path] = None) -> Dict[str, Any]:
+    """``{"results_json", "roc_auc", "pr_auc" (+ "accuracy"), "song"}`` of a result (primary setting)."""
+    primary = result["results"][result["primary"]]["overall"]
+    out: Dict[str, Any] = {"results_json": str(json_path) if json_path else None}
+    out.update({k: primary[k] for k in ("roc_auc", "pr_auc", "accuracy") if k in primary})
+    out["song"] = {k: v["overall"] for k, v in result["results"].items()}
+    return out
 
 
 def evaluate_split(
@@ -261,7 +387,7 @@ def evaluate_split(
     Args:
         tagger: model mapping ``[B, 1, L]`` to ``[B, T]`` logits, with ``input_length``.
         meta: its checkpoint metadata (:func:`~vcmr.models.tagger.load_tagger`: ``tags``,
-            ``sample_rate``, ``path``); the data must have the same tags and sample rate.
+            ``sample_rate``, ``path``, ``task``); the data must match (:func:`check_model`).
         data_cfg: the ``data`` block (:class:`~vcmr.data.tagging.TaggingDataConfig`).
         eval_cfg: the ``evaluation`` block (:class:`SongEvalConfig`).
         out_dir: folder of ``results.json``, ``per_tag.tsv`` and ``per_tag.png``.
@@ -269,36 +395,15 @@ def evaluate_split(
         label: end of the printed title, after ``<data> <subset>: song-level scores``.
 
     Returns:
-        ``{"results_json", "roc_auc", "pr_auc" (primary setting), "song": {setting: overall}}``.
+        ``{"results_json", "roc_auc", "pr_auc" (primary setting; plus "accuracy" for
+        single-label data), "song": {setting: overall}}``.
     """
-    ckpt_path = meta["path"]
-    sample_rate = int(data_cfg["sample_rate"])
-    if sample_rate != int(meta["sample_rate"]):
-        raise ValueError(f"data.sample_rate={sample_rate} but {ckpt_path} was trained at {meta['sample_rate']} Hz")
-    data = open_tagging_data(data_cfg)
-    index = data.index
-    if list(index.tags) != list(meta["tags"]):
-        raise ValueError(
-            f"{ckpt_path}: the model predicts {len(meta['tags'])} tags that differ from the "
-            f"{len(index.tags)} tags of {index.name} ({data_cfg['name']}, split {data_cfg['split']}); "
-            "evaluate with the data settings the model was trained with"
-        )
-    subset = str(data_cfg["subset"])
-    if subset not in index.splits:
-        raise ValueError(f"data.subset: '{subset}' is not one of {sorted(index.splits)}")
-    eval_cfg = to_container(eval_cfg)
-    groups = load_tag_groups(eval_cfg["tag_groups"], index.tags)
-    device = resolve_device(str(eval_cfg["device"]))
-    result = evaluate_tagger(tagger, index.splits[subset], data.store, index.tags, eval_cfg, groups, device)
-    json_path = write_report(result, out_dir, header(data), chart=bool(eval_cfg["chart"]))
-    print_report(result, title=f"{index.name} {subset}: song-level scores {label}")
-    primary = result["results"][result["primary"]]["overall"]
-    return {
-        "results_json": str(json_path),
-        "roc_auc": primary["roc_auc"],
-        "pr_auc": primary["pr_auc"],
-        "song": {k: v["overall"] for k, v in result["results"].items()},
-    }
+    split = open_split(data_cfg, eval_cfg)
+    check_model(meta, split, data_cfg)
+    result = score_model(tagger, meta, split)
+    json_path = write_report(result, out_dir, header(split.data), chart=bool(split.eval_cfg["chart"]))
+    print_report(result, title=f"{split.index.name} {split.subset}: song-level scores {label}")
+    return summary(result, json_path)
 
 
 # --------------------------------------------------------------------------------------

@@ -78,8 +78,14 @@ def build_audio_encoder(
 
 
 def _freeze_weights_and_bn(encoder: nn.Module, k: int) -> None:
-    """No gradients for the first ``k`` blocks, and their batch norms kept in eval mode."""
+    """No gradients for the first ``k`` blocks, and their batch norms kept in eval mode.
+
+    The mode is applied at once: Lightning (2.x) never calls ``train()`` on the module it
+    fits (it keeps each submodule's mode), so the encoder's ``train()`` override alone
+    would leave the frozen blocks in train mode for the whole run.
+    """
     encoder.freeze_blocks(k)
+    encoder.train(encoder.training)
 
 
 def _freeze_weights_only(encoder: nn.Module, k: int) -> None:

@@ -38,6 +38,12 @@ CKPT_FORMAT = "tagger/1"
 TAGGER_PREFIX = "tagger."
 
 
+#: ``model.frozen_bn`` values: a frozen encoder's batch norms stay in eval mode (``eval``), or
+#: follow the tagger's mode and keep updating their statistics in training (``train``: VCMR's
+#: stage 3, where Lightning puts the whole module, frozen encoder included, in train mode).
+FROZEN_BN_MODES = ("eval", "train")
+
+
 class Tagger(nn.Module):
     """Encoder + head. With ``freeze_encoder`` the encoder gets no gradients and stays in
     eval mode (batch-norm statistics frozen), as a linear probe requires.
@@ -47,17 +53,23 @@ class Tagger(nn.Module):
             ``input_length`` (L, samples) and ``output_dim`` (D).
         head: module mapping ``[B, D]`` to ``[B, n_tags]`` logits.
         freeze_encoder: keep the encoder fixed.
+        frozen_bn: ``eval`` (default) or ``train``: whether a frozen encoder's batch norms
+            keep their statistics or update them in training (:data:`FROZEN_BN_MODES`).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, freeze_encoder: bool) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Module, freeze_encoder: bool, frozen_bn: str = "eval") -> None:
         super().__init__()
+        if frozen_bn not in FROZEN_BN_MODES:
+            raise ValueError(f"model.frozen_bn: must be one of {FROZEN_BN_MODES}, got '{frozen_bn}'")
         self.encoder = encoder
         self.head = head
         self.freeze_encoder = bool(freeze_encoder)
+        self.frozen_bn = frozen_bn
         if self.freeze_encoder:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
-            self.encoder.eval()
+            if frozen_bn == "eval":
+                self.encoder.eval()
 
     @property
     def input_length(self) -> int:
@@ -66,7 +78,7 @@ class Tagger(nn.Module):
 
     def train(self, mode: bool = True) -> "Tagger":
         super().train(mode)
-        if self.freeze_encoder:
+        if self.freeze_encoder and self.frozen_bn == "eval":
             self.encoder.eval()
         return self
 
@@ -82,10 +94,11 @@ class Tagger(nn.Module):
         return self.head(self.embed(x))
 
 
-def _assemble(encoder: nn.Module, head: Mapping[str, Any], n_tags: int, mode: str) -> Tagger:
+def _assemble(encoder: nn.Module, head: Mapping[str, Any], n_tags: int, mode: str, frozen_bn: str = "eval") -> Tagger:
     """``encoder`` + the head ``{name, args}`` sized for it; frozen unless ``finetune``."""
     return Tagger(
-        encoder, build_head(head["name"], int(encoder.output_dim), n_tags, head["args"]), freeze_encoder=mode != "finetune"
+        encoder, build_head(head["name"], int(encoder.output_dim), n_tags, head["args"]),
+        freeze_encoder=mode != "finetune", frozen_bn=frozen_bn,
     )
 
 
@@ -112,6 +125,7 @@ def build_tagger(model_cfg: Mapping[str, Any], n_tags: int, sample_rate: int) ->
     if head_name not in heads:
         raise ValueError(f"model.heads: no arguments for head '{head_name}' (have {sorted(heads)})")
     head = {"name": head_name, "args": dict(heads[head_name] or {})}
+    frozen_bn = str(model_cfg.get("frozen_bn", "eval"))
     meta = {
         "format": CKPT_FORMAT,
         "encoder": enc_spec,
@@ -119,8 +133,9 @@ def build_tagger(model_cfg: Mapping[str, Any], n_tags: int, sample_rate: int) ->
         "mode": mode,
         "sample_rate": int(sample_rate),
         "n_tags": int(n_tags),
+        "frozen_bn": frozen_bn,
     }
-    return _assemble(encoder, head, n_tags, mode), meta
+    return _assemble(encoder, head, n_tags, mode, frozen_bn), meta
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -162,7 +177,7 @@ def load_tagger(path: str | Path) -> Tuple[Tagger, Dict[str, Any]]:
     if not meta or meta.get("format") != CKPT_FORMAT:
         raise ValueError(f"{ckpt_path}: not a supervised tagging checkpoint (no '{CKPT_KEY}' entry)")
     encoder = build_module(meta["encoder"]["name"], meta["encoder"]["args"])
-    tagger = _assemble(encoder, meta["head"], len(meta["tags"]), meta["mode"])
+    tagger = _assemble(encoder, meta["head"], len(meta["tags"]), meta["mode"], str(meta.get("frozen_bn", "eval")))
     state = {k[len(TAGGER_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(TAGGER_PREFIX)}
     tagger.load_state_dict(state, strict=True)
     return tagger.eval(), {**meta, "path": str(ckpt_path)}

@@ -4,10 +4,13 @@ The tagger, its training modes (``linear``, ``mlp``, ``finetune``) and its check
 format are in :mod:`vcmr.models.tagger`. What this stage adds on the shared skeleton of
 :mod:`vcmr.trainers.base`:
 
-* loss: multi-label binary cross-entropy on logits, one window per track and step;
-* validation/test: macro ROC-AUC and PR-AUC over tags (one centred window per track),
-  logged as ``val/roc_auc`` and ``val/pr_auc`` (the configs monitor ``val/pr_auc`` for
-  checkpointing and early stopping, in the ``callbacks`` block);
+* loss: multi-label binary cross-entropy on logits, one window per track and step; for
+  single-label data (GTZAN, ``single_label``) a softmax cross-entropy (:data:`TASK_LOSSES`);
+* validation/test: macro ROC-AUC and PR-AUC over tags (one window per track: centred, or
+  random with ``data.val_crop: random``), logged as ``val/roc_auc`` and ``val/pr_auc``, plus
+  ``val/accuracy`` for single-label data; ``val/loss`` too (the configs monitor
+  ``val/pr_auc`` for checkpointing and early stopping, in the ``callbacks`` block; VCMR's
+  recipe stops on ``val/loss`` and reduces the learning rate on it, ``optim.schedule: plateau``);
 * optimizer groups: the head at ``optim.lr``, a trained encoder at ``model.encoder_lr``;
 * after fitting, the best checkpoint is reloaded, its encoder exported to
   ``<run>/encoder.safetensors``, and ``data.subset`` scored song by song
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from omegaconf import MISSING, DictConfig
@@ -31,15 +34,33 @@ from vcmr.config import (
     OptimConfig,
     OutputConfig,
     TrainerConfig,
+    one_of,
+    required,
     to_container,
 )
 from vcmr.data.tagging import TaggingData, TaggingDataConfig, TaggingDataModule, open_tagging_data
-from vcmr.evaluation.tagging import SongEvalConfig, evaluate_split
+from vcmr.evaluation.tagging import ACTIVATIONS, SongEvalConfig, evaluate_split
+from vcmr.metrics.classification import classification_scores
 from vcmr.metrics.tagging import tagging_scores
 from vcmr.models.export import save_encoder
-from vcmr.models.tagger import CKPT_KEY, Tagger, build_tagger, load_tagger
+from vcmr.models.tagger import CKPT_KEY, FROZEN_BN_MODES, Tagger, build_tagger, load_tagger
 from vcmr.trainers.base import StageModule, best_checkpoint, fit, start_run
+from vcmr.trainers.optim import check_schedule
 from vcmr.utils import atomic_write_text, is_rank_zero, rank_zero_print
+
+
+class OneHotCrossEntropy(nn.Module):
+    """Softmax cross-entropy of ``[B, C]`` logits against one-hot ``[B, C]`` targets."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target.argmax(dim=1))
+
+
+#: ``TaggingIndex.task`` -> training loss.
+TASK_LOSSES: Dict[str, Callable[[], nn.Module]] = {
+    "multilabel": nn.BCEWithLogitsLoss,
+    "single_label": OneHotCrossEntropy,
+}
 
 
 @dataclasses.dataclass
@@ -50,6 +71,7 @@ class SupervisedModelConfig:
     audio_encoder: ComponentConfig = dataclasses.field(default_factory=ComponentConfig)
     pool_size: int = MISSING
     mode: str = MISSING
+    frozen_bn: str = required(one_of(*FROZEN_BN_MODES))
     finetune_head: str = MISSING
     heads: Dict[str, Dict[str, Any]] = MISSING
     encoder_lr: float = MISSING
@@ -79,7 +101,8 @@ class SupervisedTagging(StageModule):
         loss: module ``loss(logits [B, T], targets [B, T]) -> scalar``.
         optim: :class:`~vcmr.config.OptimConfig` values (``lr`` is the head's rate).
         encoder_lr: learning rate of the encoder when it is trained.
-        meta: stored in every checkpoint under ``vcmr_tagger`` (plain types only).
+        meta: stored in every checkpoint under ``vcmr_tagger`` (plain types only); its
+            ``task`` (``multilabel`` or ``single_label``) picks the validation activation.
         tags: tag names, for the metrics and the checkpoint.
         seed: base seed of :class:`~vcmr.trainers.base.StageModule`; this stage draws no
             training-time randomness of its own (crops are drawn in the DataLoader workers).
@@ -101,6 +124,8 @@ class SupervisedTagging(StageModule):
         self.encoder_lr = float(encoder_lr)
         self.meta = {**dict(meta), "tags": list(tags)}
         self.tags = list(tags)
+        self.task = str(self.meta.get("task", "multilabel"))
+        self._activation = ACTIVATIONS[self.task]
         self._outputs: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +139,7 @@ class SupervisedTagging(StageModule):
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=x.shape[0],
                  sync_dist=stage != "train", prog_bar=stage == "train")
         if stage in self._outputs:
-            self._outputs[stage].append((torch.sigmoid(logits.detach()).float(), y.detach().float()))
+            self._outputs[stage].append((self._activation(logits.detach()).float(), y.detach().float()))
         return loss
 
     def _epoch_metrics(self, stage: str) -> None:
@@ -131,6 +156,9 @@ class SupervisedTagging(StageModule):
         scores = tagging_scores(target.cpu().numpy(), probs.cpu().numpy(), self.tags)
         self.log(f"{stage}/roc_auc", scores.overall["roc_auc"])
         self.log(f"{stage}/pr_auc", scores.overall["pr_auc"], prog_bar=True)
+        if self.task == "single_label":
+            acc = classification_scores(target.cpu().numpy(), probs.cpu().numpy(), self.tags)["accuracy"]
+            self.log(f"{stage}/accuracy", acc, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
         self._epoch_metrics("val")
@@ -162,6 +190,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         where ``song`` holds the overall scores per (overlap, aggregation) and
         ``roc_auc``/``pr_auc`` those of the primary setting (first overlap, first aggregation).
     """
+    check_schedule(to_container(cfg.optim))
     run_dir, ckpt_path = start_run(cfg)
     data = open_tagging_data(cfg.data)
     rank_zero_print(data.summary())
@@ -170,10 +199,14 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     sample_rate = int(cfg.data.sample_rate)
     tags = data.index.tags
     tagger, meta = build_tagger(cfg.model, len(tags), sample_rate)
+    meta["task"] = data.index.task
     module = SupervisedTagging(
-        tagger, nn.BCEWithLogitsLoss(), to_container(cfg.optim), float(cfg.model.encoder_lr), meta, tags, int(cfg.seed)
+        tagger, TASK_LOSSES[data.index.task](), to_container(cfg.optim), float(cfg.model.encoder_lr), meta, tags,
+        int(cfg.seed),
     )
-    datamodule = TaggingDataModule(data.index, data.store, tagger.input_length, to_container(cfg.data.loader))
+    datamodule = TaggingDataModule(
+        data.index, data.store, tagger.input_length, to_container(cfg.data.loader), val_crop=str(cfg.data.val_crop)
+    )
     trainer = fit(cfg, module, datamodule, run_dir, ckpt_path)
 
     best = best_checkpoint(trainer)
@@ -198,5 +231,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         best_tagger, best_meta, cfg.data, cfg.evaluation, run_dir / f"song_eval_{subset}", header, label=f"({meta['mode']})"
     )
     result["song"], result["roc_auc"], result["pr_auc"] = song["song"], song["roc_auc"], song["pr_auc"]
+    if "accuracy" in song:
+        result["accuracy"] = song["accuracy"]
     atomic_write_text(run_dir / "scores.json", json.dumps(result, indent=2))
     return result

@@ -3,15 +3,19 @@ format (:mod:`.cache`), and audio access, datasets and the DataModule (:mod:`.da
 
 from vcmr.data.tagging.annotations import (
     DATASETS,
+    GTZAN_GENRES,
     PONS2017_TAGS,
     AnnotationFormatError,
     DatasetFilesError,
     TaggingIndex,
     Track,
     build_index,
+    parse_gtzan,
     parse_mtat_pons2017,
     parse_mtat_won2020,
     parse_mtg_jamendo,
+    parse_single_label_csv,
+    parse_single_label_folders,
 )
 from vcmr.data.tagging.dataset import (
     SPLITS,
@@ -29,6 +33,7 @@ from vcmr.data.tagging.dataset import (
 
 __all__ = [
     "DATASETS",
+    "GTZAN_GENRES",
     "PONS2017_TAGS",
     "SPLITS",
     "AnnotationFormatError",
@@ -46,7 +51,10 @@ __all__ = [
     "build_index",
     "drop_unusable",
     "open_tagging_data",
+    "parse_gtzan",
     "parse_mtat_pons2017",
     "parse_mtat_won2020",
     "parse_mtg_jamendo",
+    "parse_single_label_csv",
+    "parse_single_label_folders",
 ]

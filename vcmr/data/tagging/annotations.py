@@ -14,7 +14,22 @@ MTAT ``won2020``    ``{train,valid,test}.npy`` (strings ``"<index><TAB><path>"``
 MTG-Jamendo         ``data/splits/<split>/autotagging_<tagset>-{train,            github.com/MTG/mtg-jamendo-dataset
                     validation,test}.tsv``: header, then TRACK_ID, ARTIST_ID,
                     ALBUM_ID, PATH, DURATION, one or more ``category---tag``
+GTZAN ``filtered``  ``{train,valid,test}_filtered.txt``: one ``<genre>/<genre>.    github.com/jongpillee/music_dataset_split,
+                    <nnnnn>.wav`` path per line (443 / 197 / 290 tracks)          ``GTZAN_split/`` (the fault-filtered split
+                                                                                  of Kereliuk et al. 2015; the lists
+                                                                                  torchaudio's GTZAN, and so CLMR, uses)
+single label        ``csv``: ``labels.csv`` with the header ``path,label,split``   your own data
+                    (``split``: train, valid or test); ``folders``:
+                    ``{train,valid,test}/<class>/<audio files>``
 ==================  ===========================================================  ==========================================
+
+**Tasks.** MagnaTagATune and MTG-Jamendo are multi-label (``task = "multilabel"``: any
+number of tags per track). GTZAN and the generic single-label data are single-label
+(``task = "single_label"``): every track's label row is one-hot over the classes, training
+uses a softmax cross-entropy, and evaluation reports accuracy and per-class accuracy next
+to the macro ROC-AUC / PR-AUC of the class scores. Class order: GTZAN's ten genres in
+alphabetical order (as torchaudio's ``gtzan_genres``); the generic data: the sorted class
+names of the train split (a valid/test track of another class is an error).
 
 The label lists of ``*_gt_mtt.tsv`` are parsed as numbers, never evaluated as code. The
 ``pons2017`` files carry no tag names; their column order is the one musicnn-training
@@ -31,6 +46,7 @@ mp3s). :data:`DATASETS` maps ``data.name`` to the parser of that dataset's files
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import os
@@ -38,6 +54,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from vcmr.audio.io import AUDIO_EXTENSIONS
 
 #: Column order of the musicnn-training MTAT ground-truth files (output_labels_mtt.txt).
 PONS2017_TAGS: Tuple[str, ...] = (
@@ -82,6 +100,8 @@ class TaggingIndex:
     splits: Dict[str, List[Track]]
     audio_root: Path
     notes: List[str] = dataclasses.field(default_factory=list)
+    #: ``multilabel`` (tags) or ``single_label`` (one-hot classes): see the module docstring.
+    task: str = "multilabel"
 
     def labels(self, split: str) -> np.ndarray:
         """``[N, T]`` float32 labels of a split."""
@@ -281,6 +301,133 @@ def parse_mtg_jamendo(
     return TaggingIndex(name, tags, splits, Path(audio_root or root), notes)
 
 
+# --------------------------------------------------------------------------------------
+# Single-label datasets: GTZAN (fault-filtered split) and a generic folder / CSV layout
+# --------------------------------------------------------------------------------------
+
+GTZAN_SOURCE = "https://github.com/jongpillee/music_dataset_split (GTZAN_split/)"
+#: torchaudio's ``gtzan_genres`` order (alphabetical).
+GTZAN_GENRES: Tuple[str, ...] = (
+    "blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock",
+)
+#: Counts of the fault-filtered split files (train, valid, test).
+GTZAN_FILTERED_SIZES = {"train": 443, "valid": 197, "test": 290}
+SINGLE_LABEL_SPLITS = ("csv", "folders")
+CSV_HEADER = ("path", "label", "split")
+
+
+def _one_hot(j: int, n: int) -> np.ndarray:
+    y = np.zeros(n, np.float32)
+    y[j] = 1.0
+    return y
+
+
+def parse_gtzan(root: str | os.PathLike, audio_root: Optional[str | os.PathLike] = None) -> TaggingIndex:
+    """GTZAN with the fault-filtered split (Kereliuk, Sturm & Larsen, 2015), as CLMR uses it.
+
+    Args:
+        root: folder with ``train_filtered.txt``, ``valid_filtered.txt``, ``test_filtered.txt``.
+        audio_root: folder the listed ``<genre>/<genre>.<nnnnn>.wav`` paths are relative to
+            (default: ``root``); e.g. the ``genres/`` folder of the dataset.
+
+    Raises:
+        DatasetFilesError: a list file is missing (named, with its source).
+        AnnotationFormatError: a line is not ``<genre>/<file>`` with a GTZAN genre, or a track repeats.
+    """
+    root = Path(root)
+    names = {s: f"{s}_filtered.txt" for s in ("train", "valid", "test")}
+    _require(root, list(names.values()), GTZAN_SOURCE, "GTZAN (fault-filtered split)")
+    col = {g: j for j, g in enumerate(GTZAN_GENRES)}
+    seen: Dict[str, str] = {}
+    splits: Dict[str, List[Track]] = {}
+    notes: List[str] = []
+    for split, fname in names.items():
+        tracks = []
+        for lineno, line in _read_lines(root / fname):
+            where = f"{root / fname}:{lineno}"
+            path = line.strip()
+            genre = path.split("/", 1)[0]
+            if "/" not in path or genre not in col:
+                raise AnnotationFormatError(f"{where}: expected '<genre>/<file>' with a GTZAN genre, got {path[:60]!r}")
+            if path in seen:
+                raise AnnotationFormatError(f"{where}: {path} is already listed in {seen[path]}")
+            seen[path] = where
+            tracks.append(Track(Path(path).stem, path, _one_hot(col[genre], len(GTZAN_GENRES))))
+        if len(tracks) != GTZAN_FILTERED_SIZES[split]:
+            notes.append(f"{split}: {len(tracks)} tracks, the published list has {GTZAN_FILTERED_SIZES[split]}")
+        splits[split] = tracks
+    return TaggingIndex("gtzan", list(GTZAN_GENRES), splits, Path(audio_root or root), notes, task="single_label")
+
+
+def _single_label_index(name: str, rows: Dict[str, List[Tuple[str, str, str]]], audio_root: Path) -> TaggingIndex:
+    """rows: split -> [(path, label, where)]; classes are the sorted labels of the train split."""
+    classes = sorted({label for _, label, _ in rows["train"]})
+    if not classes:
+        raise AnnotationFormatError(f"{name}: the train split has no tracks")
+    col = {c: j for j, c in enumerate(classes)}
+    splits: Dict[str, List[Track]] = {}
+    for split, items in rows.items():
+        tracks = []
+        for path, label, where in items:
+            if label not in col:
+                raise AnnotationFormatError(f"{where}: class '{label}' has no track in the train split (classes: {classes})")
+            tracks.append(Track(path, path, _one_hot(col[label], len(classes))))
+        splits[split] = tracks
+    return TaggingIndex(name, classes, splits, audio_root, task="single_label")
+
+
+def parse_single_label_csv(root: str | os.PathLike, audio_root: Optional[str | os.PathLike] = None) -> TaggingIndex:
+    """``<root>/labels.csv``: header ``path,label,split``, one track per row; paths relative to ``audio_root``."""
+    root = Path(root)
+    _require(root, ["labels.csv"], "your dataset (docs/supervised.md, single-label data)", "single-label CSV")
+    path = root / "labels.csv"
+    rows: Dict[str, List[Tuple[str, str, str]]] = {s: [] for s in ("train", "valid", "test")}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = tuple(h.strip() for h in next(reader, ()))
+        if header != CSV_HEADER:
+            raise AnnotationFormatError(f"{path}:1: expected the header {','.join(CSV_HEADER)}, got {','.join(header)!r}")
+        for lineno, row in enumerate(reader, 2):
+            if not any(c.strip() for c in row):
+                continue
+            where = f"{path}:{lineno}"
+            if len(row) != 3 or not row[0].strip() or not row[1].strip():
+                raise AnnotationFormatError(f"{where}: expected 'path,label,split', got {','.join(row)[:60]!r}")
+            split = row[2].strip()
+            if split not in rows:
+                raise AnnotationFormatError(f"{where}: split must be train, valid or test, got {split!r}")
+            rows[split].append((row[0].strip(), row[1].strip(), where))
+    return _single_label_index("single_label", rows, Path(audio_root or root))
+
+
+def parse_single_label_folders(root: str | os.PathLike, audio_root: Optional[str | os.PathLike] = None) -> TaggingIndex:
+    """``<root>/{train,valid,test}/<class>/<audio files>`` (searched recursively inside each class folder)."""
+    root = Path(audio_root or root)
+    missing = [s for s in ("train", "valid", "test") if not (root / s).is_dir()]
+    if missing:
+        raise DatasetFilesError(
+            f"single-label folders: {root} lacks the split folder(s) {missing}; "
+            "expected <root>/{train,valid,test}/<class>/<audio files> (docs/supervised.md)"
+        )
+    exts = set(AUDIO_EXTENSIONS) | {".au"}
+    rows: Dict[str, List[Tuple[str, str, str]]] = {}
+    for split in ("train", "valid", "test"):
+        items = []
+        for folder in sorted(p for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(folder.rglob("*")):
+                if f.is_file() and f.suffix.lower() in exts and not f.name.startswith("."):
+                    items.append((f.relative_to(root).as_posix(), folder.name, str(f)))
+        rows[split] = items
+    return _single_label_index("single_label", rows, root)
+
+
+#: ``data.split`` of the generic single-label data -> its parser.
+SINGLE_LABEL_LAYOUTS: Dict[str, Callable[..., TaggingIndex]] = {
+    "csv": parse_single_label_csv,
+    "folders": parse_single_label_folders,
+}
+
+
 #: ``data.split`` of MagnaTagATune -> parser of that split's files.
 MTAT_SPLITS: Dict[str, Callable[..., TaggingIndex]] = {"pons2017": parse_mtat_pons2017, "won2020": parse_mtat_won2020}
 
@@ -296,10 +443,25 @@ def _mtg_jamendo(cfg: Mapping[str, Any]) -> TaggingIndex:
     return parse_mtg_jamendo(cfg["root"], str(cfg["split"]), str(cfg["tagset"]), cfg["audio_root"])
 
 
+def _gtzan(cfg: Mapping[str, Any]) -> TaggingIndex:
+    if str(cfg["split"]) != "filtered":
+        raise ValueError(f"data.split: GTZAN has the fault-filtered split only ('filtered'), got '{cfg['split']}'")
+    return parse_gtzan(cfg["root"], cfg["audio_root"])
+
+
+def _single_label(cfg: Mapping[str, Any]) -> TaggingIndex:
+    layout = str(cfg["split"])
+    if layout not in SINGLE_LABEL_LAYOUTS:
+        raise ValueError(f"data.split: single-label data comes as {sorted(SINGLE_LABEL_LAYOUTS)}, got '{layout}'")
+    return SINGLE_LABEL_LAYOUTS[layout](cfg["root"], cfg["audio_root"])
+
+
 #: ``data.name`` -> parser of the dataset's annotation files, given the ``data`` block.
 DATASETS: Dict[str, Callable[[Mapping[str, Any]], TaggingIndex]] = {
     "magnatagatune": _magnatagatune,
     "mtg_jamendo": _mtg_jamendo,
+    "gtzan": _gtzan,
+    "single_label": _single_label,
 }
 
 

@@ -68,8 +68,10 @@ class TaggingDataConfig:
     ``name``: a key of :data:`~vcmr.data.tagging.annotations.DATASETS` (``magnatagatune``,
     ``mtg_jamendo``), or ``demo`` before :func:`vcmr.demo.tagging.prepare` has replaced it.
     ``report_name``: name shown in logs and reports (``null``: ``name``). ``split``:
-    ``pons2017`` or ``won2020`` (MTAT), ``split-0`` .. ``split-4`` (MTG). ``tagset``: MTG
-    tag file family. ``subset``: the split scored by evaluation (``train``, ``valid`` or ``test``).
+    ``pons2017`` or ``won2020`` (MTAT), ``split-0`` .. ``split-4`` (MTG), ``filtered`` (GTZAN),
+    ``csv`` or ``folders`` (``single_label``). ``tagset``: MTG tag file family. ``subset``: the
+    split scored by evaluation (``train``, ``valid`` or ``test``). ``val_crop``: the window the
+    validation loader takes from each track during training, ``center`` or ``random`` (VCMR).
     """
 
     name: str = MISSING
@@ -80,6 +82,7 @@ class TaggingDataConfig:
     tagset: str = MISSING
     subset: str = MISSING
     sample_rate: int = MISSING
+    val_crop: str = MISSING
     cache: CacheConfig = dataclasses.field(default_factory=CacheConfig)
     loader: DataLoaderConfig = dataclasses.field(default_factory=DataLoaderConfig)
     demo: DemoTaggingConfig = dataclasses.field(default_factory=DemoTaggingConfig)
@@ -266,6 +269,10 @@ class CropDataset(Dataset):
         return np.pad(x, (0, self.input_length - x.size)) if x.size < self.input_length else x
 
 
+#: ``data.val_crop`` -> whether validation windows are drawn at random (else centred).
+VAL_CROPS: Dict[str, bool] = {"center": False, "random": True}
+
+
 class TaggingDataModule(pl.LightningDataModule):
     """Train/valid/test loaders of window crops (random for train, centred otherwise).
 
@@ -274,10 +281,17 @@ class TaggingDataModule(pl.LightningDataModule):
         store: audio access.
         input_length: samples per window (the encoder's input length).
         loader: :class:`~vcmr.config.DataLoaderConfig` values.
+        val_crop: ``center`` (default) or ``random`` (a new random window per track and
+            validation epoch, as VCMR's stage 3); test windows are always centred.
     """
 
-    def __init__(self, index: TaggingIndex, store: AudioStore, input_length: int, loader: Mapping[str, Any]):
+    def __init__(
+        self, index: TaggingIndex, store: AudioStore, input_length: int, loader: Mapping[str, Any], val_crop: str = "center"
+    ):
         super().__init__()
+        if val_crop not in VAL_CROPS:
+            raise ValueError(f"data.val_crop: must be one of {sorted(VAL_CROPS)}, got '{val_crop}'")
+        self.val_random = VAL_CROPS[val_crop]
         self.index = index
         self.store = store
         self.input_length = int(input_length)
@@ -286,11 +300,12 @@ class TaggingDataModule(pl.LightningDataModule):
             if not index.splits.get(split):
                 raise ValueError(f"{index.name}: split '{split}' has no usable tracks")
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool, random_crop: Optional[bool] = None) -> DataLoader:
         c = self.loader_cfg
         workers = int(c["num_workers"])
+        random_crop = train if random_crop is None else random_crop
         return DataLoader(
-            CropDataset(self.index.splits[split], self.store, self.input_length, random_crop=train),
+            CropDataset(self.index.splits[split], self.store, self.input_length, random_crop=random_crop),
             batch_size=int(c["batch_size"]),
             shuffle=train,
             drop_last=train and len(self.index.splits[split]) > int(c["batch_size"]),
@@ -304,7 +319,7 @@ class TaggingDataModule(pl.LightningDataModule):
         return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", False)
+        return self._loader("valid", False, random_crop=self.val_random)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
