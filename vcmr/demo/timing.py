@@ -324,7 +324,9 @@ class TimingAblationConfig:
     ``train_config``: the retrieval trainer's config of one run (``model=ut_cmvmr``),
     ``train_overrides``: overrides of it for every run; ``variants``: name -> overrides of
     one variant; ``seeds``: every variant is trained once per seed and the scores averaged;
-    ``output``: folder of the runs and of ``ablation.json`` / ``ablation.md``.
+    ``output``: folder of the runs and of ``ablation.json`` / ``ablation.md``; ``threads``:
+    torch CPU threads (0 keeps torch's default; the runs are many small steps, where one
+    thread is often fastest).
     """
 
     dataset: TimingSettings = MISSING
@@ -335,6 +337,7 @@ class TimingAblationConfig:
     seeds: List[int] = MISSING
     output: str = MISSING
     progress: bool = MISSING
+    threads: int = MISSING
 
 
 def settings_of(node: Any) -> TimingSettings:
@@ -378,9 +381,13 @@ def run_ablation(cfg: DictConfig, dataset: Optional[str | os.PathLike] = None) -
         {"mean", "std", "runs"}}, "table"}``; also written to ``<output>/ablation.json`` and
         ``<output>/ablation.md``.
     """
+    import torch
+
     from vcmr.config import load_config
     from vcmr.trainers.retrieval import TrainRetrievalConfig, train
 
+    if int(cfg.threads) > 0:
+        torch.set_num_threads(int(cfg.threads))
     s = settings_of(cfg.dataset)
     root = Path(dataset) if dataset is not None else ensure_timing_dataset(s, list(cfg.builder),
                                                                           progress=bool(cfg.progress))
