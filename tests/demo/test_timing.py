@@ -216,3 +216,23 @@ def test_ablation_table_format():
     table = format_ablation(results)
     assert table.splitlines()[0] == "| variant | R@1 | R@5 | median rank |"
     assert "| content | 0.030 ± 0.010 | 0.100 ± 0.020 | 19.0 |" in table and "| chance | 0.025 | 0.125 | 20.5 |" in table
+
+
+def test_demo_tags_from_planted_attributes(tmp_path):
+    from vcmr.demo.timing import prepare_demo_tags, write_demo_tags
+    from vcmr.trainers.retrieval import TrainRetrievalConfig
+
+    rec = {"video_id": "demo_0001", "timbre": "saw", "drums": "rock", "tempo": 130.0, "key": 3, "mode": "minor",
+           "seed": 5, "cuts": [], "oneshot": False}
+    (tmp_path / "specs.jsonl").write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "video_id": "demo_0000",
+                                                                              "tempo": 90.0}) + "\n")
+    path = write_demo_tags(tmp_path)
+    assert read_tags(path) == {"demo_0000": ["timbre---saw", "drums---rock", "mode---minor", "tempo---slow"],
+                               "demo_0001": ["timbre---saw", "drums---rock", "mode---minor", "tempo---fast"]}
+    cfg = load_config("train_retrieval_demo.yaml", ["model=ut_cmvmr", f"data.root={tmp_path}"],
+                      schema=TrainRetrievalConfig)
+    assert cfg.recipes.ut_cmvmr.tags == "demo"
+    assert prepare_demo_tags(cfg).recipes.ut_cmvmr.tags == str(path)
+    other = load_config("train_retrieval_demo.yaml", ["model=vmnet", f"data.root={tmp_path}"],
+                        schema=TrainRetrievalConfig)
+    assert prepare_demo_tags(other) is other

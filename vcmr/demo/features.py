@@ -70,7 +70,9 @@ def prepare_training(cfg: DictConfig, runs: str = "runs") -> DictConfig:
         keys.append(STAGE2_AUDIO_MODEL)
     if cfg.model == "vcmr":
         keys.append(VCMR_EXPORT)
-    return _resolve(cfg, "data.root", keys, runs)
+    from vcmr.demo.timing import prepare_demo_tags
+
+    return prepare_demo_tags(_resolve(cfg, "data.root", keys, runs))
 
 
 __all__ = ["prepare_extraction", "prepare_training"]

@@ -312,6 +312,42 @@ def ensure_timing_dataset(s: TimingSettings, builder: Sequence[str] = (), root: 
 
 
 # --------------------------------------------------------------------------------------
+# Tags of the demo music videos (the unified target of ``model=ut_cmvmr`` on the demo)
+# --------------------------------------------------------------------------------------
+
+#: The recipe key that may say ``demo``.
+UT_TAGS = "recipes.ut_cmvmr.tags"
+
+
+def write_demo_tags(dataset: str | os.PathLike) -> Path:
+    """``<dataset>/tags.tsv`` from the demo videos' planted attributes (``specs.jsonl``):
+    ``video_id<TAB>timbre---saw;drums---rock;mode---minor;tempo---fast`` per video."""
+    from vcmr.demo.synth import SongSpec, spec_labels
+    from vcmr.demo.videos import read_specs
+
+    dataset = Path(dataset)
+    fields = [f.name for f in dataclasses.fields(SongSpec)]
+    lines = ["id\ttags"]
+    for vid, rec in sorted(read_specs(dataset).items()):
+        lines.append(f"{vid}\t{';'.join(spec_labels(SongSpec(**{k: rec[k] for k in fields})))}")
+    path = dataset / TAGS_NAME
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def prepare_demo_tags(cfg: DictConfig) -> DictConfig:
+    """A ``train_retrieval`` config for ``model=ut_cmvmr`` whose ``tags`` is ``demo``, with the
+    demo dataset's tag file written (:func:`write_demo_tags`) and named; others unchanged."""
+    from omegaconf import OmegaConf
+
+    from vcmr.config import with_values
+
+    if cfg.model != "ut_cmvmr" or OmegaConf.select(cfg, UT_TAGS) != "demo":
+        return cfg
+    return with_values(cfg, {UT_TAGS: str(write_demo_tags(cfg.data.root))})
+
+
+# --------------------------------------------------------------------------------------
 # The ablation: content only, + rhythm, + motion, + both
 # --------------------------------------------------------------------------------------
 
