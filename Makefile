@@ -27,6 +27,9 @@ bench: setup
 	$(PY) benchmarks/bench_augment.py
 	$(PY) benchmarks/bench_frames.py
 	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_render.py
+	$(PY) benchmarks/bench_motion.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
