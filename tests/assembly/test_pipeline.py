@@ -104,7 +104,10 @@ def test_make_video_end_to_end(tmp_path, world, monkeypatch):
         assert abs(cut - bnd) <= 1 / FPS + 1e-9
     # The page points at the video and the thumbnails by relative paths that exist.
     page = res["page"].read_text()
-    assert '<video id="v" controls preload="metadata" poster="clip_files/thumbs/shot_0000.jpg" src="clip.mp4">' in page
+    assert '<video id="v" controls preload="metadata" poster="clip_files/poster.jpg" src="clip.mp4">' in page
+    from PIL import Image
+
+    assert Image.open(res["page"].parent / "clip_files" / "poster.jpg").size == (64, 48)
     for s in tl.shots:
         assert s.thumbnail and (res["page"].parent / s.thumbnail).is_file() and f'src="{s.thumbnail}"' in page
     assert page.count('class="cut"') == 3 and page.count('class="down"') + page.count('class="beat"') == len(tl.beats)

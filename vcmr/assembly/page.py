@@ -84,7 +84,8 @@ def _fmt_time(t: float) -> str:
 
 
 def render_page(
-    tl: Timeline, y: np.ndarray, video_rel: str, thumbs_rel: List[Optional[str]], s: PageSettings, title: str
+    tl: Timeline, y: np.ndarray, video_rel: str, thumbs_rel: List[Optional[str]], s: PageSettings, title: str,
+    poster_rel: Optional[str] = None,
 ) -> str:
     """The page's HTML.
 
@@ -95,6 +96,7 @@ def render_page(
         thumbs_rel: per shot, the thumbnail's path relative to the page (or ``None``).
         s: layout.
         title: page title.
+        poster_rel: the video's poster image relative to the page (default: the first thumbnail).
     """
     width = int(max(s.min_width, round(tl.duration * s.px_per_second)))
     peaks = waveform_peaks(y, width)
@@ -120,7 +122,8 @@ def render_page(
         for sh in tl.shots
     )
     h = html.escape
-    poster = f' poster="{h(thumbs_rel[0])}"' if thumbs_rel and thumbs_rel[0] else ""
+    first = poster_rel or (thumbs_rel[0] if thumbs_rel else None)
+    poster = f' poster="{h(first)}"' if first else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{h(title)}</title>
 <style>
@@ -166,7 +169,7 @@ v.addEventListener("timeupdate", () => {{ const x = v.currentTime * k; ph.setAtt
 
 def write_page(
     path: str | os.PathLike, tl: Timeline, y: np.ndarray, video: str | os.PathLike,
-    thumbnails: List[Optional[Path]], s: PageSettings, title: str,
+    thumbnails: List[Optional[Path]], s: PageSettings, title: str, poster: Optional[Path] = None,
 ) -> Path:
     """Write the page atomically; ``video`` and ``thumbnails`` are made relative to its folder."""
     path = Path(path)
@@ -175,5 +178,5 @@ def write_page(
     def rel(p: Optional[Path | str]) -> Optional[str]:
         return None if p is None else Path(os.path.relpath(Path(p).resolve(), base)).as_posix()
 
-    atomic_write_text(path, render_page(tl, y, rel(video), [rel(t) for t in thumbnails], s, title))
+    atomic_write_text(path, render_page(tl, y, rel(video), [rel(t) for t in thumbnails], s, title, rel(poster)))
     return path

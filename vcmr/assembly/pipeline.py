@@ -230,7 +230,7 @@ def output_paths(output: str | Path) -> Dict[str, Path]:
         raise ValueError(f"output: '{output}' must end in .mp4")
     files = video.with_name(video.stem + "_files")
     return {"video": video, "page": video.with_suffix(".html"), "files": files,
-            "timeline": files / "timeline.json", "thumbs": files / "thumbs"}
+            "timeline": files / "timeline.json", "thumbs": files / "thumbs", "poster": files / "poster.jpg"}
 
 
 def _window_scorer(embedder, library: LibraryView) -> Callable[[Clip, np.ndarray, float], np.ndarray]:
@@ -323,7 +323,7 @@ def make_video(cfg: DictConfig) -> Dict[str, Any]:
     # 4. Render.
     sources = [ShotSource(ch.clip.source, ip, sh.start, sh.end) for sh, ch, ip in zip(shots, choices, in_points)]
     result = render_video(song, sources, paths["video"], grid.duration, rs, thumbs_dir=paths["thumbs"],
-                          progress=bool(cfg.progress))
+                          progress=bool(cfg.progress), poster=paths["poster"])
 
     # 5. Timeline and page.
     thumbs = result.thumbnails if len(result.thumbnails) == len(shots) else [None] * len(shots)
@@ -345,7 +345,8 @@ def make_video(cfg: DictConfig) -> Dict[str, Any]:
         settings=OmegaConf.to_container(cfg, resolve=True),
     )
     write_timeline(paths["timeline"], tl)
-    write_page(paths["page"], tl, y, paths["video"], thumbs, ps, title=f"{song.stem} — music video")
+    write_page(paths["page"], tl, y, paths["video"], thumbs, ps, title=f"{song.stem} — music video",
+               poster=paths["poster"] if paths["poster"].is_file() else None)
     return {
         "video": paths["video"], "page": paths["page"], "timeline": paths["timeline"], "thumbs": paths["thumbs"],
         "tempo": grid.tempo, "n_shots": len(shots), "duration": grid.duration,

@@ -337,6 +337,7 @@ def render_video(
     thumbs_dir: Optional[str | os.PathLike] = None,
     progress: bool = True,
     on_frame: Optional[Callable[[int, np.ndarray], None]] = None,
+    poster: Optional[str | os.PathLike] = None,
 ) -> RenderResult:
     """Write the music video.
 
@@ -351,6 +352,7 @@ def render_video(
         progress: show a progress bar with an ETA.
         on_frame: called with ``(frame index, [H, W, 3] uint8)`` for every output frame
             (tests use it; it must not keep the arrays).
+        poster: when set, the first shot's middle frame is saved there as a full-size JPEG.
 
     Raises:
         RenderError: a source clip or the song cannot be decoded.
@@ -388,6 +390,8 @@ def render_video(
                         # Blending the yuv planes equals blending RGB: the conversion is affine.
                         wgt = (j + 1) / (len(tail) + 1)
                         img = (tail[j].astype(np.float32) * (1 - wgt) + img.astype(np.float32) * wgt + 0.5).astype(np.uint8)
+                    if j == mid and i == 0 and poster is not None:
+                        _save_thumbnail(i420_to_rgb(img), Path(poster), s.height)
                     if j == mid and thumbs_dir is not None and s.thumb_height > 0:
                         p = Path(thumbs_dir) / f"shot_{i:04d}.jpg"
                         _save_thumbnail(i420_to_rgb(img), p, s.thumb_height)
