@@ -51,6 +51,13 @@ setup(
             "vcmr-vid-pretrain=vcmr.scripts.vid_pretrain:main",
             "vcmr-supervised=vcmr.scripts.supervised:main",
             "vcmr-evaluation=vcmr.scripts.evaluation:main",
+            "vcmr-tagging-cache=vcmr.scripts.tagging_cache:main",
+            "vcmr-eval-retrieval=vcmr.scripts.eval_retrieval:main",
+            "vcmr-build-library=vcmr.scripts.build_library:main",
+            "vcmr-search=vcmr.scripts.search:main",
+            "vcmr-make-video=vcmr.scripts.make_video:main",
+            "vcmr-extract-features=vcmr.scripts.extract_features:main",
+            "vcmr-train-retrieval=vcmr.scripts.train_retrieval:main",
         ]
     },
 )
