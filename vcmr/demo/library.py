@@ -60,7 +60,12 @@ def ensure_demo_library(kind: str = "clips", overrides: Sequence[str] = ()) -> P
     root = Path(str(cfg.output))
     if (root / "library.yaml").is_file() and "assembled" in read_library_yaml(root):
         return root
-    print(build(cfg))
+    summary = build(cfg)
+    print(summary)
+    if summary.check is not None:
+        from vcmr.retrieval.check import format_check
+
+        print(format_check(summary.check, list(cfg.check.ks)))
     return root
 
 
