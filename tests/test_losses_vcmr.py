@@ -9,6 +9,16 @@ from vcmr import losses
 from vcmr.losses import LOSSES, CrossModalNTXent, NTXentLoss, build_loss
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread is faster, and immune to other processes on the same cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def naive_2n_ntxent(audio: torch.Tensor, video: torch.Tensor, tau: float):
     """Per-anchor loop: anchors a_0..a_{N-1}, v_0..v_{N-1}; positive = the pair's other modality."""
     z = torch.cat([F.normalize(audio, dim=1), F.normalize(video, dim=1)])

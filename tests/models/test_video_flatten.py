@@ -7,6 +7,16 @@ from vcmr.models.registry import MODULES, build_module
 from vcmr.models.video import LSTMFlattenVideoEncoder
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread is faster, and immune to other processes on the same cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 class VCMRVideoSide(nn.Module):
     """The original layout (VCMR MultimodalLearning): video_temporal + video_encoder."""
 

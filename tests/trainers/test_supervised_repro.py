@@ -13,6 +13,16 @@ from vcmr.config import CONFIG_DIR, load_config
 from vcmr.models.tagger import load_tagger
 from vcmr.trainers.supervised import OneHotCrossEntropy, SupervisedConfig, train
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one thread is faster, and immune to other processes on the same cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SR = 4000
 
 
@@ -28,7 +38,7 @@ def make_folders(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, _one_torch_thread):
     root = make_folders(tmp_path_factory.mktemp("folders"))
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(CONFIG_DIR / "supervised.yaml", [

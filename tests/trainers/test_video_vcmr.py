@@ -15,6 +15,16 @@ from vcmr.trainers.video import VideoPretrainConfig, build_module_from_config, t
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import make_builder_output, stage2_overrides  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread is faster, and immune to other processes on the same cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 FLATTEN = [
     "model.video_encoder=lstm_flatten",
     "model.video_encoders.lstm_flatten.input_dim=8",

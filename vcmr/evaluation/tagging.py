@@ -41,12 +41,12 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
-from vcmr.config import CONFIG_DIR, one_of, required, to_container
+from vcmr.config import CONFIG_DIR, at_least, one_of, required, to_container
 from vcmr.data.tagging import AudioStore, TaggingData, TaggingDataConfig, Track, open_tagging_data
-from vcmr.evaluation.report import print_report, sha256_file, write_report
+from vcmr.evaluation.report import print_comparison, print_report, sha256_file, write_comparison, write_report
 from vcmr.metrics.classification import classification_scores
 from vcmr.metrics.tagging import tagging_scores
-from vcmr.models.tagger import load_tagger
+from vcmr.models.tagger import FOREIGN_FORMAT, PAIR_SEPARATOR, load_any_tagger
 
 #: ``evaluation.last_window`` -> the sentence written into every results file.
 LAST_WINDOW_RULES: Dict[str, str] = {
@@ -351,8 +351,8 @@ def check_model(meta: Mapping[str, Any], split: EvalSplit, data_cfg: Mapping[str
             f"{len(index.tags)} tags of {index.name} ({data_cfg['name']}, split {data_cfg['split']}); "
             "evaluate with the data settings the model was trained with"
         )
-    task = str(meta.get("task", "multilabel"))
-    if task != index.task:
+    task = meta.get("task", "multilabel")
+    if task is not None and task != index.task:
         raise ValueError(f"{ckpt_path}: a {task} model cannot be scored on {index.name}, a {index.task} dataset")
 
 
@@ -415,42 +415,118 @@ def evaluate_split(
 class EvaluationConfig:
     """Schema of ``config/evaluation.yaml``.
 
-    ``checkpoint``: a ``.ckpt`` written by stage-3 training, or its run folder.
-    ``output_dir``: ``null`` writes to ``<run folder>/evaluation/<data.subset>``.
+    ``checkpoint``: a ``.ckpt`` written by stage-3 training, or its run folder; or a published
+    tagging checkpoint (VCMR stage 3, CLMR linear evaluation; ``<encoder>::<head>`` for CLMR's
+    two files, :func:`vcmr.models.tagger.load_any_tagger`). ``compare``: more checkpoints
+    scored on the same tracks; with any, one side-by-side report is written. ``labels``: their
+    names in that report (default: the run folders' names). ``pool_size``: SampleCNN pool size
+    of published checkpoints. ``output_dir``: ``null`` writes to
+    ``<run folder>/evaluation/<data.subset>`` (``.../compare_<data.subset>`` with ``compare``).
     """
 
     checkpoint: str = MISSING
+    compare: List[str] = MISSING
+    labels: List[str] = MISSING
+    pool_size: int = required(at_least(1))
     data: TaggingDataConfig = dataclasses.field(default_factory=TaggingDataConfig)
     evaluation: SongEvalConfig = dataclasses.field(default_factory=SongEvalConfig)
     output_dir: Optional[str] = MISSING
 
 
+def _files_of(meta: Mapping[str, Any]) -> List[Path]:
+    """The file(s) a model was read from (two for ``encoder::head``)."""
+    return [Path(p) for p in str(meta["path"]).split(PAIR_SEPARATOR)]
+
+
+def _run_dir(ckpt_path: Path) -> Path:
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+
+
+def _header(cfg: DictConfig, meta: Mapping[str, Any], data: TaggingData) -> Dict[str, Any]:
+    """Provenance written first in ``results.json``: checkpoint, config and data hashes."""
+    files = _files_of(meta)
+    train_cfg = _run_dir(files[0]) / "config.yaml"
+    cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    subset = str(cfg.data.subset)
+    checkpoint = {"path": str(files[0]), "sha256": sha256_file(files[0]), "mode": meta["mode"]}
+    if len(files) > 1:
+        checkpoint["head"] = {"path": str(files[1]), "sha256": sha256_file(files[1])}
+    if meta.get("format") == FOREIGN_FORMAT:
+        checkpoint["layout"] = meta["layout"]
+    return {
+        "checkpoint": checkpoint,
+        "config": {"sha256": hashlib.sha256(cfg_yaml.encode()).hexdigest(), "values": to_container(cfg)},
+        "training_config": {"path": str(train_cfg), "sha256": sha256_file(train_cfg)} if train_cfg.is_file() else None,
+        "data": {
+            "name": data.index.name, "split": str(cfg.data.split), "subset": subset,
+            "n_tracks": len(data.index.splits[subset]), "dropped": data.dropped.counts().get(subset, 0),
+            "sha256": data.index.fingerprint(subset),
+        },
+    }
+
+
 def evaluate(cfg: DictConfig) -> Dict[str, Any]:
-    """Evaluate ``cfg.checkpoint`` on ``cfg.data.subset``; write and print the report.
+    """Evaluate ``cfg.checkpoint`` (and every ``cfg.compare`` checkpoint) on ``cfg.data.subset``.
 
     Returns:
-        ``{"results_json", "roc_auc", "pr_auc" (primary setting), "song": {setting: overall}}``.
+        One checkpoint: ``{"results_json", "roc_auc", "pr_auc" (primary setting; + "accuracy"),
+        "song": {setting: overall}}``. With ``compare``: :func:`compare_checkpoints`'s result.
     """
-    tagger, meta = load_tagger(cfg.checkpoint)
-    ckpt_path = Path(meta["path"])
-    subset = str(cfg.data.subset)
-    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "evaluation" / subset
-    cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    train_cfg = run_dir / "config.yaml"
-
-    def header(data: TaggingData) -> Dict[str, Any]:
-        return {
-            "checkpoint": {"path": str(ckpt_path), "sha256": sha256_file(ckpt_path), "mode": meta["mode"]},
-            "config": {"sha256": hashlib.sha256(cfg_yaml.encode()).hexdigest(), "values": to_container(cfg)},
-            "training_config": {"path": str(train_cfg), "sha256": sha256_file(train_cfg)} if train_cfg.is_file() else None,
-            "data": {
-                "name": data.index.name, "split": str(cfg.data.split), "subset": subset,
-                "n_tracks": len(data.index.splits[subset]), "dropped": data.dropped.counts().get(subset, 0),
-                "sha256": data.index.fingerprint(subset),
-            },
-        }
-
-    result = evaluate_split(tagger, meta, cfg.data, cfg.evaluation, out_dir, header, label=f"of {ckpt_path.name}")
+    if cfg.compare:
+        return compare_checkpoints(cfg)
+    tagger, meta = load_any_tagger(cfg.checkpoint, int(cfg.pool_size))
+    ckpt_path = _files_of(meta)[0]
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else _run_dir(ckpt_path) / "evaluation" / str(cfg.data.subset)
+    result = evaluate_split(
+        tagger, meta, cfg.data, cfg.evaluation, out_dir, lambda data: _header(cfg, meta, data), label=f"of {ckpt_path.name}"
+    )
     print(f"\nwrote {result['results_json']}")
     return result
+
+
+def compare_checkpoints(cfg: DictConfig) -> Dict[str, Any]:
+    """Score ``checkpoint`` and every ``compare`` checkpoint on the same tracks; one side-by-side report.
+
+    Each model gets its own report in ``<output_dir>/<label>/`` (as :func:`evaluate` writes
+    it); the comparison goes to ``<output_dir>/comparison.json`` (every model's overall,
+    per-group and per-tag scores for every setting, and differences to the first model),
+    ``comparison.tsv`` (overall and per-group scores of the primary setting, one column per
+    model) and ``comparison.png`` (per-group bars, one bar per model; per-class accuracy for
+    single-label data). Every model is loaded separately, so no two share modules.
+
+    Returns:
+        ``{"comparison_json", "comparison_png", "models": {label: summary}}``.
+    """
+    specs = [str(cfg.checkpoint), *[str(c) for c in cfg.compare]]
+    split = open_split(cfg.data, cfg.evaluation)
+    models = []
+    for spec in specs:
+        tagger, meta = load_any_tagger(spec, int(cfg.pool_size))
+        check_model(meta, split, cfg.data)
+        models.append((tagger, meta))
+    labels = [str(x) for x in cfg.labels] or [_default_label(_files_of(m)[0]) for _, m in models]
+    if len(labels) != len(specs):
+        raise ValueError(f"labels: {len(labels)} names for {len(specs)} checkpoints (checkpoint + compare)")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels: names must differ, got {labels}; set labels=[...]")
+    first = _files_of(models[0][1])[0]
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else _run_dir(first) / "evaluation" / f"compare_{split.subset}"
+    results: Dict[str, Dict[str, Any]] = {}
+    summaries: Dict[str, Dict[str, Any]] = {}
+    for label, (tagger, meta) in zip(labels, models):
+        result = score_model(tagger, meta, split)
+        json_path = write_report(result, out_dir / label, _header(cfg, meta, split.data), chart=bool(split.eval_cfg["chart"]))
+        results[label] = result
+        summaries[label] = summary(result, json_path)
+    title = f"{split.index.name} {split.subset}: {len(labels)} models on the same {len(split.tracks)} tracks"
+    paths = write_comparison(results, out_dir, {"data": _header(cfg, models[0][1], split.data)["data"], "models": {
+        label: {"checkpoint": m["path"], "mode": m["mode"]} for label, (_, m) in zip(labels, models)}}, title)
+    print_comparison(results, title)
+    print(f"\nwrote {paths['json']}\n      {paths['tsv']}\n      {paths['png']}")
+    return {"comparison_json": str(paths["json"]), "comparison_png": str(paths["png"]), "models": summaries}
+
+
+def _default_label(ckpt_path: Path) -> str:
+    """``<run name>/<version>`` for a run's checkpoint, else the file's stem."""
+    run = _run_dir(ckpt_path)
+    return f"{run.parent.name}/{run.name}" if ckpt_path.parent.name == "checkpoints" else ckpt_path.stem

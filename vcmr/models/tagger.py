@@ -19,15 +19,16 @@ tagger's weights under ``tagger.`` and whose ``vcmr_tagger`` entry holds plain m
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from vcmr.config import to_container
 from vcmr.models.build import build_audio_encoder
-from vcmr.models.export import load_tensors_only
+from vcmr.models.export import load_encoder_with_meta, load_tensors_only
 from vcmr.models.heads import build_head
 from vcmr.models.registry import build_module
 
@@ -181,3 +182,119 @@ def load_tagger(path: str | Path) -> Tuple[Tagger, Dict[str, Any]]:
     state = {k[len(TAGGER_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(TAGGER_PREFIX)}
     tagger.load_state_dict(state, strict=True)
     return tagger.eval(), {**meta, "path": str(ckpt_path)}
+
+
+# --------------------------------------------------------------------------------------
+# Published tagging heads: VCMR stage-3 checkpoints and CLMR linear-evaluation heads
+# --------------------------------------------------------------------------------------
+
+#: Separator of an encoder file and a head file in one checkpoint string (CLMR ships them apart).
+PAIR_SEPARATOR = "::"
+FOREIGN_FORMAT = "foreign"
+
+
+def _vcmr_mlp(state: Mapping[str, torch.Tensor], prefix: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """VCMR's head ``Sequential(Dropout(0.3), Linear(512, h), ReLU, Linear(h, n))``: indices 1 and 3,
+    the same as :class:`~vcmr.models.heads.MLPHead`'s ``net``."""
+    w1 = state[f"{prefix}1.weight"]
+    head = {"name": "mlp", "args": {"hidden_dim": int(w1.shape[0]), "dropout": 0.3}}
+    return head, {f"net.{i}.{p}": state[f"{prefix}{i}.{p}"] for i in (1, 3) for p in ("weight", "bias")}
+
+
+def _clmr_linear(state: Mapping[str, torch.Tensor], prefix: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """CLMR's linear-evaluation head ``Sequential(Linear(512, n))``."""
+    return {"name": "linear", "args": {}}, {f"fc.{p}": state[f"{prefix}0.{p}"] for p in ("weight", "bias")}
+
+
+def _clmr_mlp(state: Mapping[str, torch.Tensor], prefix: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """CLMR's ``finetuner_mlp`` head ``Sequential(Linear(512, 512), ReLU, Linear(512, n))``: an
+    :class:`~vcmr.models.heads.MLPHead` without dropout (``net.1`` <- ``0``, ``net.3`` <- ``2``)."""
+    w0 = state[f"{prefix}0.weight"]
+    head = {"name": "mlp", "args": {"hidden_dim": int(w0.shape[0]), "dropout": 0.0}}
+    return head, {f"net.{j}.{p}": state[f"{prefix}{i}.{p}"] for i, j in ((0, 1), (2, 3)) for p in ("weight", "bias")}
+
+
+#: Published head layouts, tried in order: (name, key prefix, keys that must exist, keys that
+#: must not, mapping onto this project's head). A VCMR stage-3 checkpoint holds the head both
+#: as ``projector.*`` and as ``model.1.*``; a CLMR linear-evaluation checkpoint as ``model.*``
+#: (Lightning) or at the top level (the state dict of ``module.model``).
+HEAD_LAYOUTS: Tuple[Tuple[str, str, Tuple[str, ...], Tuple[str, ...], Callable[..., Any]], ...] = (
+    ("vcmr_mlp", "projector.", ("1.weight", "3.weight"), (), _vcmr_mlp),
+    ("vcmr_mlp", "model.1.", ("1.weight", "3.weight"), (), _vcmr_mlp),
+    ("clmr_mlp", "model.", ("0.weight", "2.weight"), (), _clmr_mlp),
+    ("clmr_linear", "model.", ("0.weight",), ("2.weight",), _clmr_linear),
+    ("clmr_mlp", "", ("0.weight", "2.weight"), (), _clmr_mlp),
+    ("clmr_linear", "", ("0.weight",), ("2.weight",), _clmr_linear),
+)
+
+
+def _state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    obj = load_tensors_only(path, allowed=(argparse.Namespace,))
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
+    state = obj["state_dict"] if isinstance(obj.get("state_dict"), Mapping) else obj
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_foreign_tagger(path: str | Path, head_path: Optional[str | Path] = None, pool_size: int = 3) -> Tuple[Tagger, Dict[str, Any]]:
+    """A :class:`Tagger` from a published tagging checkpoint, with the original model's outputs.
+
+    Accepted (``HEAD_LAYOUTS``): a VCMR stage-3 Lightning checkpoint (encoder
+    ``encoder.all_blocks.*``, head ``projector.{1,3}.*`` / ``model.1.{1,3}.*``), a CLMR
+    linear-evaluation Lightning checkpoint (``encoder.sequential.*`` + ``model.0.*``, or
+    ``model.{0,2}.*`` for its MLP head), or a CLMR encoder checkpoint plus a separate head file
+    (``head_path``: the finetuner checkpoint, a Lightning file or the bare ``0.weight``/``0.bias``
+    state dict). The encoder is read by :func:`vcmr.models.export.load_encoder_with_meta`.
+
+    Args:
+        path: the checkpoint (encoder, and head unless ``head_path`` is given).
+        head_path: a separate head file.
+        pool_size: SampleCNN pool size (not stored in the files).
+
+    Returns:
+        ``(tagger, meta)`` in eval mode; ``meta`` has ``format="foreign"``, ``layout``, ``encoder``,
+        ``head``, ``n_tags`` and ``path``; ``tags``, ``sample_rate`` and ``task`` are ``None``
+        (the files do not record them; evaluation takes them from the data and checks the count).
+
+    Raises:
+        ValueError: no known head layout in the file (the message lists its first keys).
+    """
+    path = Path(path)
+    encoder, enc_meta = load_encoder_with_meta(path, pool_size=pool_size)
+    head_file = Path(head_path) if head_path is not None else path
+    state = _state_dict(head_file)
+    for layout, prefix, needed, absent, convert in HEAD_LAYOUTS:
+        if all(prefix + k in state for k in needed) and not any(prefix + k in state for k in absent):
+            head_spec, head_state = convert(state, prefix)
+            break
+    else:
+        sample = ", ".join(list(state)[:8])
+        raise ValueError(f"{head_file}: no VCMR or CLMR tagging head found (first keys: {sample})")
+    n_tags = int(next(v for k, v in head_state.items() if k.endswith("weight") and k.startswith(("fc", "net.3"))).shape[0])
+    tagger = _assemble(encoder, head_spec, n_tags, "linear" if head_spec["name"] == "linear" else "mlp")
+    tagger.head.load_state_dict(head_state, strict=True)
+    meta = {
+        "format": FOREIGN_FORMAT, "layout": layout, "encoder": {"name": enc_meta["name"], "args": enc_meta["args"]},
+        "head": head_spec, "mode": "linear" if head_spec["name"] == "linear" else "mlp", "n_tags": n_tags,
+        "tags": None, "sample_rate": None, "task": None, "frozen_bn": "eval",
+        "path": str(path) if head_path is None else f"{path}{PAIR_SEPARATOR}{head_file}",
+    }
+    return tagger.eval(), meta
+
+
+def load_any_tagger(spec: str | Path, pool_size: int = 3) -> Tuple[Tagger, Dict[str, Any]]:
+    """This project's stage-3 checkpoint (or run folder), or a published one.
+
+    ``spec`` is a ``.ckpt``/run folder of this project, a VCMR/CLMR tagging checkpoint, or
+    ``<encoder file>::<head file>`` for CLMR's separate files (:func:`load_foreign_tagger`).
+    """
+    text = str(spec)
+    if PAIR_SEPARATOR in text:
+        enc, head = text.split(PAIR_SEPARATOR, 1)
+        return load_foreign_tagger(enc, head, pool_size)
+    ckpt_path = find_checkpoint(text)
+    if ckpt_path.suffix != ".safetensors":
+        ckpt = load_tensors_only(ckpt_path, allowed=(argparse.Namespace,))
+        if isinstance(ckpt, Mapping) and CKPT_KEY in ckpt:
+            return load_tagger(ckpt_path)
+    return load_foreign_tagger(ckpt_path, None, pool_size)

@@ -1,9 +1,13 @@
-"""Song-level evaluation of a stage-3 checkpoint: results JSON, per-tag table and chart.
+"""Song-level evaluation of stage-3 checkpoints: results JSON, per-tag table and chart.
 
     python -m vcmr.scripts.evaluation --config config/evaluation.yaml checkpoint=<run dir or .ckpt> data.subset=test
+    python -m vcmr.scripts.evaluation checkpoint=<run A> compare=[<run B>,<run C>] labels=[a,b,c]
 
-``config/evaluation.yaml`` points at the demo data; for MagnaTagATune or MTG-Jamendo pass
-the same ``data.*`` settings the model was trained with.
+With ``compare``, every model is scored on the same tracks and one side-by-side report is
+written (``comparison.json``, ``comparison.tsv``, ``comparison.png``). Published VCMR
+stage-3 and CLMR linear-evaluation checkpoints are accepted too (``<encoder>::<head>`` for
+CLMR's two files). ``config/evaluation.yaml`` points at the demo data; for MagnaTagATune,
+MTG-Jamendo or GTZAN pass the same ``data.*`` settings the models were trained with.
 """
 
 from __future__ import annotations
