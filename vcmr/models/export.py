@@ -440,3 +440,79 @@ def load_any_model(path: str | os.PathLike) -> nn.Module:
     if fmt not in MEDIA_LOADERS:
         raise CheckpointError(f"{file}: {fmt} is not a retrieval model export (known: {sorted(MEDIA_LOADERS)})")
     return MEDIA_LOADERS[fmt](file)
+
+
+# --------------------------------------------------------------------------------------
+# ONNX: an encoder (or a tagger) for inference outside PyTorch
+# --------------------------------------------------------------------------------------
+
+#: ONNX opset written by :func:`export_onnx`.
+ONNX_OPSET = 17
+
+
+def export_onnx(
+    module: nn.Module,
+    path: str | os.PathLike,
+    example: torch.Tensor,
+    input_name: str = "waveform",
+    output_name: str = "embedding",
+    atol: float = 1e-4,
+) -> Path:
+    """Write ``module`` as ONNX with a dynamic batch axis and check it against PyTorch.
+
+    ``module`` maps ``[B, 1, L]`` float32 waveforms to ``[B, D]`` (an encoder such as
+    :class:`~vcmr.models.samplecnn.SampleCNN`, or a tagger giving logits). It is exported in
+    eval mode with PyTorch's TorchScript-based exporter (``dynamo=False``: it needs only the
+    ``onnx`` package), then run with onnxruntime on ``example`` and on a batch of another size;
+    both must match PyTorch within ``atol``. The write is atomic.
+
+    Args:
+        module: the model; its mode is restored afterwards.
+        path: ``.onnx`` file.
+        example: ``[B, 1, L]`` input used for tracing and for the check.
+        input_name, output_name: names of the graph's input and output.
+        atol: largest absolute difference allowed between onnxruntime and PyTorch.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ImportError: ``onnx`` or ``onnxruntime`` is missing (``pip install 'vcmr[export]'``).
+        ValueError: the ONNX model's outputs differ from PyTorch's by more than ``atol``.
+    """
+    import warnings
+
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'vcmr[export]'") from exc
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"{path}: ONNX exports use the .onnx extension")
+    was_training = module.training
+    module.eval()
+    example = example.detach().float().cpu()
+    other = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=torch.Generator().manual_seed(0))
+    try:
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
+            torch.onnx.export(
+                module, (example,), str(tmp), input_names=[input_name], output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}}, opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
+            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            for x in (example, other):
+                with torch.no_grad():
+                    expected = module(x).numpy()
+                got = session.run([output_name], {input_name: x.numpy()})[0]
+                err = float(abs(got - expected).max())
+                if got.shape != expected.shape or err > atol:
+                    raise ValueError(
+                        f"{path}: ONNX output differs from PyTorch (shape {got.shape} vs {expected.shape}, "
+                        f"max abs difference {err:.3g} > {atol})"
+                    )
+    finally:
+        module.train(was_training)
+    return path
