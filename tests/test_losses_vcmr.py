@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from vcmr import losses
-from vcmr.losses import LOSSES, CrossModalNTXent, NTXentLoss, build_loss
+from vcmr.losses import CrossModalNTXent, NTXentLoss
 
 
 @pytest.fixture(autouse=True)
@@ -92,9 +92,12 @@ def test_global_batch_with_monkeypatched_gather(monkeypatch):
     assert local.item() != pytest.approx(per_rank[0].item(), rel=1e-3)
 
 
-def test_registry_and_errors():
-    assert LOSSES["cross_modal_ntxent"] is CrossModalNTXent
-    assert isinstance(build_loss("cross_modal_ntxent", {"temperature": 0.1}), CrossModalNTXent)
+def test_stage2_registry_and_errors():
+    from vcmr.trainers.video import CROSS_MODAL_LOSSES
+
+    block = {"temperature": 0.1, "learnable_temperature": False, "max_inverse_temperature": 100.0, "global_negatives": True}
+    loss = CROSS_MODAL_LOSSES["cross_modal_ntxent"](block)
+    assert isinstance(loss, CrossModalNTXent) and loss.temperature == 0.1 and loss.gather
     with pytest.raises(ValueError, match="temperature"):
         CrossModalNTXent(0.0)
     with pytest.raises(ValueError, match="same shape"):

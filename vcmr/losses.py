@@ -790,5 +790,4 @@ class CrossModalNTXent(nn.Module):
         return f"temperature={self.temperature}, gather={self.gather}"
 
 
-LOSSES["cross_modal_ntxent"] = CrossModalNTXent
 __all__ += ["CrossModalNTXent"]
