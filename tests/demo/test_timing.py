@@ -210,12 +210,14 @@ def test_timing_tokens_beat_content_which_stays_near_chance(one_thread):
 
 
 def test_ablation_table_format():
+    row = {"mean": {"R@1": 0.03, "R@5": 0.1, "median_rank": 19.0}, "std": {"R@1": 0.01, "R@5": 0.02, "median_rank": 1.0}}
     results = {"seeds": [0, 1], "chance": {"R@1": 0.025, "R@5": 0.125, "median_rank": 20.5},
-               "variants": {"content": {"mean": {"R@1": 0.03, "R@5": 0.1, "median_rank": 19.0},
-                                        "std": {"R@1": 0.01, "R@5": 0.02, "median_rank": 1.0}}}}
-    table = format_ablation(results)
-    assert table.splitlines()[0] == "| variant | R@1 | R@5 | median rank |"
-    assert "| content | 0.030 ± 0.010 | 0.100 ± 0.020 | 19.0 |" in table and "| chance | 0.025 | 0.125 | 20.5 |" in table
+               "variants": {"content": {"two_tower": row, "cross": row}}}
+    table = format_ablation(results).splitlines()
+    assert table[0] == ("| variant | two-tower R@1 | two-tower R@5 | two-tower median rank | cross-attention R@1 | "
+                        "cross-attention R@5 | cross-attention median rank |")
+    assert table[2] == "| content | 0.030 ± 0.010 | 0.100 ± 0.020 | 19.0 | 0.030 ± 0.010 | 0.100 ± 0.020 | 19.0 |"
+    assert table[3] == "| chance | 0.025 | 0.125 | 20.5 | 0.025 | 0.125 | 20.5 |"
 
 
 def test_demo_tags_from_planted_attributes(tmp_path):

@@ -390,18 +390,34 @@ def mean_scores(runs: Sequence[Mapping[str, Any]], score: str) -> Dict[str, floa
     return {k: float(np.mean([r[score][k] for r in runs])) for k in keys}
 
 
+def std_scores(runs: Sequence[Mapping[str, Any]], score: str) -> Dict[str, float]:
+    """Standard deviation (over runs) of each score."""
+    keys = list(runs[0][score])
+    return {k: float(np.std([r[score][k] for r in runs])) for k in keys}
+
+
+#: Column groups of the ablation table: scoring -> header.
+SCORINGS = {"two_tower": "two-tower", "cross": "cross-attention"}
+
+
 def format_ablation(results: Mapping[str, Any]) -> str:
-    """The ablation as a Markdown table (one row per variant, then chance)."""
+    """The ablation as a Markdown table: one row per variant (then chance), for each scoring of
+    the music gallery R@k and the median rank (mean ± std over seeds when there are several)."""
     ks = [k for k in results["chance"] if k.startswith("R@")]
-    head = "| variant | " + " | ".join(ks) + " | median rank |"
-    lines = [head, "|" + "---|" * (len(ks) + 2)]
+    scorings = [sc for sc in SCORINGS if all(sc in row for row in results["variants"].values())]
+    multi = len(results["seeds"]) > 1
+    head = ["variant"] + [f"{SCORINGS[sc]} {k}" for sc in scorings for k in [*ks, "median rank"]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in results["variants"].items():
-        sd = row.get("std", {})
-        cells = [f"{row['mean'][k]:.3f}" + (f" ± {sd[k]:.3f}" if k in sd and len(results["seeds"]) > 1 else "")
-                 for k in ks]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['mean']['median_rank']:.1f} |")
+        cells = []
+        for sc in scorings:
+            mean, sd = row[sc]["mean"], row[sc]["std"]
+            cells += [f"{mean[k]:.3f}" + (f" ± {sd[k]:.3f}" if multi else "") for k in ks]
+            cells.append(f"{mean['median_rank']:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ch = results["chance"]
-    lines.append("| chance | " + " | ".join(f"{ch[k]:.3f}" for k in ks) + f" | {ch['median_rank']:.1f} |")
+    lines.append("| chance | " + " | ".join(
+        [c for _ in scorings for c in [*(f"{ch[k]:.3f}" for k in ks), f"{ch['median_rank']:.1f}"]]) + " |")
     return "\n".join(lines)
 
 
@@ -414,8 +430,8 @@ def run_ablation(cfg: DictConfig, dataset: Optional[str | os.PathLike] = None) -
 
     Returns:
         ``{"dataset", "n_queries", "n_songs", "chance", "seeds", "score", "variants": {name:
-        {"mean", "std", "runs"}}, "table"}``; also written to ``<output>/ablation.json`` and
-        ``<output>/ablation.md``.
+        {"two_tower": {"mean", "std"}, "cross": {"mean", "std"}, "runs"}}, "table"}``; also
+        written to ``<output>/ablation.json`` and ``<output>/ablation.md``.
     """
     import torch
 
@@ -443,9 +459,9 @@ def run_ablation(cfg: DictConfig, dataset: Optional[str | os.PathLike] = None) -
             runs.append({"seed": int(seed), "run_dir": str(result["run_dir"]), **gallery})
             info = {"n_queries": gallery["n_queries"], "n_songs": gallery["n_songs"], "chance": gallery["chance"],
                     "score": score}
-        mean = mean_scores(runs, info["score"])
-        std = {k: float(np.std([r[info["score"]][k] for r in runs])) for k in mean}
-        variants[name] = {"mean": mean, "std": std, "runs": runs}
+        variants[name] = {sc: {"mean": mean_scores(runs, sc), "std": std_scores(runs, sc)}
+                          for sc in SCORINGS if all(sc in r for r in runs)}
+        variants[name]["runs"] = runs
     results = {"dataset": str(root), "seeds": [int(x) for x in cfg.seeds], **info, "variants": variants}
     results["table"] = format_ablation(results)
     atomic_write_text(out_dir / "ablation.json", json.dumps(results, indent=1))

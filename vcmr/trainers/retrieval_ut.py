@@ -500,7 +500,7 @@ class UTCMVMRRecipe:
 
     def _rows(self, root: Path, records: Mapping[str, Any], ids: Sequence[str]) -> Tuple[Dict, Dict, Dict, Dict]:
         a = self.args
-        audio = load_features(root, a.audio_features, ids, self._block(a.audio_features) and None)
+        audio = load_features(root, a.audio_features, ids)
         if a.video_features == FRAMES:
             video = {}
             for vid in ids:
@@ -626,6 +626,10 @@ class UTCMVMRRecipe:
         model = self.build_model(train, text_dim)
         metrics: Dict[str, float] = {}
         if text is not None:
+            tagged_val = [v for v in val_ids if v in text]
+            if len(tagged_val) < 2:
+                raise ValueError(f"recipes.{self.name}.tags: {len(tagged_val)} validation video(s) have tags; "
+                                 "the unified-target pretraining needs at least 2 (or set pretrain.epochs=0)")
             metrics.update(self.pretrain(ctx, model, seqs(train_ids, a.train_hop, True), seqs(val_ids, None, True)))
         module = UTMatchingModule(model, self.build_loss(), to_container(ctx.cfg.optim), list(ctx.cfg.protocol.ks),
                                   int(ctx.cfg.seed))
