@@ -26,16 +26,20 @@ def test_registry_is_explicit() -> None:
     assert sorted(INDEX_KINDS) == ["flat", "hnsw", "ivf"]
 
 
+@pytest.mark.parametrize("n_queries", [13, 40])  # FAISS's per-query scan, and its BLAS path for batches
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
-def test_nearest_and_farthest_equal_brute_force(kind: str) -> None:
-    x, q = unit(400, 24, 0), unit(13, 24, 1)
+def test_nearest_and_farthest_equal_brute_force(kind: str, n_queries: int) -> None:
+    import faiss
+
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    x, q = unit(400, 24, 0), unit(n_queries, 24, 1)
     index = VectorIndex(24, kind, **PARAMS[kind])
     index.add(x[:250])
     index.add(x[250:])  # ids continue in insertion order
     assert len(index) == 400
     scores, ids = index.search(q, 10)
     ref_s, ref_i = brute(q, x, 10)
-    assert scores.shape == (13, 10) and ids.dtype == np.int64
+    assert scores.shape == (n_queries, 10) and ids.dtype == np.int64
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # descending
     if kind in ("flat", "ivf"):  # flat is exact; IVF probes all 8 lists here
         np.testing.assert_array_equal(ids, ref_i)
@@ -51,6 +55,7 @@ def test_nearest_and_farthest_equal_brute_force(kind: str) -> None:
     assert np.all(np.diff(f_s, axis=1) >= -1e-6)  # ascending
     # The lowest score really is below everything else in the row.
     assert np.all(f_s[:, -1:] <= np.sort(q @ x.T, axis=1)[:, 7:8] + 1e-6)
+    assert faiss.cvar.distance_compute_blas_threshold == threshold  # FAISS's global setting is restored
 
 
 def test_approximate_farthest_returns_valid_low_scores() -> None:
