@@ -58,7 +58,7 @@ def make_vectors(n: int, dim: int, seed: int, data: str, clusters: int, spread: 
             yield unit_rows(noise)
         else:
             which = rng.integers(0, clusters, m)
-            yield unit_rows(centres[which] + spread / np.sqrt(dim) * noise)
+            yield unit_rows(centres[which] + np.float32(spread / np.sqrt(dim)) * noise)
 
 
 def make_queries(n_queries: int, dim: int, seed: int, data: str, vectors: np.ndarray, spread: float) -> np.ndarray:
@@ -68,7 +68,7 @@ def make_queries(n_queries: int, dim: int, seed: int, data: str, vectors: np.nda
     if data == "uniform":
         return unit_rows(noise)
     anchors = vectors[rng.integers(0, len(vectors), n_queries)]
-    return unit_rows(anchors + spread / np.sqrt(dim) * noise)
+    return unit_rows(anchors + np.float32(spread / np.sqrt(dim)) * noise)
 
 
 def numpy_topk(queries: np.ndarray, vectors: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         make_vectors(args.n, args.dim, args.seed, args.data, args.clusters, args.spread))))
     n_q = args.batch * max(args.batches, args.hnsw_batches)
     queries = make_queries(n_q, args.dim, args.seed, args.data, vectors, args.spread)
+    assert vectors.dtype == queries.dtype == np.float32  # NumPy and FAISS both work in float32
     print(f"  generated in {t_gen:.1f} s ({vectors.nbytes / 2**30:.2f} GiB)", flush=True)
 
     flat = VectorIndex(args.dim, "flat")
