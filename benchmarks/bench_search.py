@@ -154,18 +154,19 @@ def main(argv: List[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import faiss
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    flat = VectorIndex(args.dim, "flat")  # loads FAISS the way the project does (vcmr.retrieval.index)
 
     def limited():
         """Thread limit of the searches (builds use every core)."""
         return threadpool_limits(limits=args.threads)
 
     with limited():
-        threads = faiss.omp_get_max_threads()
+        threads = max(pool["num_threads"] for pool in threadpool_info())
     print(f"{args.n:,} x {args.dim} float32 unit vectors ({args.data}, seed {args.seed}); {args.batch}-query batches, "
           f"k={args.k}; {os.cpu_count()} CPUs; search threads {threads} (NumPy BLAS and FAISS); "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; load average {os.getloadavg()[0]:.1f}", flush=True)
     t_gen, vectors = timed(lambda: np.concatenate(list(
         make_vectors(args.n, args.dim, args.seed, args.data, args.clusters, args.spread))))
     n_q = args.batch * max(args.batches, args.hnsw_batches)
@@ -173,7 +174,6 @@ def run(args: argparse.Namespace) -> int:
     assert vectors.dtype == queries.dtype == np.float32  # NumPy and FAISS both work in float32
     print(f"  generated in {t_gen:.1f} s ({vectors.nbytes / 2**30:.2f} GiB)", flush=True)
 
-    flat = VectorIndex(args.dim, "flat")
     t_flat_build, _ = timed(lambda: flat.add(vectors))
     batches = [queries[i * args.batch : (i + 1) * args.batch] for i in range(n_q // args.batch)]
     exact_ids, agree, t_np, t_faiss = [], [], [], []

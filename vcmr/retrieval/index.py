@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -62,6 +63,12 @@ class IndexFileError(ValueError):
 
 
 def _faiss():
+    if "faiss" not in sys.modules:
+        # FAISS's OpenMP threads sleep between parallel regions instead of spinning: on a
+        # machine shared with other busy processes, spinning threads made 64-query batch
+        # searches 10x slower (benchmarks/bench_search.py). Read once, when FAISS loads its
+        # OpenMP runtime; a value set by the user wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
