@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 #   make setup TORCH_PIN="torch torchvision"
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-slow bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,11 @@ demo: setup
 	$(PY) -m vcmr.scripts.demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# The long end-to-end learning checks (stage-2 learning on the demo videos, the packaged sentence encoder).
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 bench: setup
 	$(PY) benchmarks/bench_augment.py
