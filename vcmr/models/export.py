@@ -346,66 +346,6 @@ def load_spec_model(path: str | os.PathLike) -> nn.Module:
     return model.eval()
 
 
-# --------------------------------------------------------------------------------------
-# Any registered module with a spec: one file (the seed retrieval models)
-# --------------------------------------------------------------------------------------
-
-SPEC_FORMAT = "spec_model/1"
-
-
-def save_spec_model(path: str | os.PathLike, model: nn.Module, extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Export a module that carries ``model.spec = {"name", "args"}`` (a :data:`MODULES` entry).
-
-    The file holds the ``state_dict`` (buffers included, e.g. fitted input transforms) and
-    the metadata ``vcmr_format``, ``spec`` and ``extra`` (JSON: feature settings, ...).
-    The write is atomic.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: model exports use the .safetensors extension")
-    spec = getattr(model, "spec", None)
-    if not isinstance(spec, Mapping) or "name" not in spec or "args" not in spec:
-        raise ValueError(f"{type(model).__name__} has no spec {{'name', 'args'}}; it cannot be exported with save_spec_model")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"vcmr_format": SPEC_FORMAT, "spec": json.dumps(dict(spec)), "extra": json.dumps(dict(extra or {}))}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    return path
-
-
-def load_spec_model(path: str | os.PathLike) -> nn.Module:
-    """Load a file written by :func:`save_spec_model` (a file, a run folder or its ``export/``).
-
-    Returns:
-        The module in eval mode; ``model.meta`` holds the export's ``extra`` plus ``path``.
-
-    Raises:
-        CheckpointError: unreadable file, another format, or weights that do not fit the spec.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    file = find_model_file(path)
-    try:
-        with safe_open(str(file), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        state = load_file(str(file))
-    except Exception as exc:
-        raise CheckpointError(f"{file}: not a readable safetensors file: {exc}") from exc
-    if meta.get("vcmr_format") != SPEC_FORMAT:
-        raise CheckpointError(f"{file}: not a spec-model export ({meta.get('vcmr_format', 'no vcmr_format entry')})")
-    spec = json.loads(meta["spec"])
-    model = build_module(str(spec["name"]), spec["args"])
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{file}: weights do not match the model spec it records: {exc}") from exc
-    model.meta = {**json.loads(meta.get("extra", "{}")), "path": str(file)}
-    return model.eval()
-
-
 def _load_media_model(file: Path) -> nn.Module:
     from vcmr.models.vmnet import MediaModel
 
