@@ -197,6 +197,15 @@ def _global_data() -> Dict[str, torch.Tensor]:
     return {k: torch.randn(n, DIM, generator=g) for k in ("z_i", "z_j", "audio", "video")}
 
 
+#: Rows per rank in the unequal-size checks (rank 1 lost one item of its batch).
+UNEQUAL = (LOCAL_B, LOCAL_B - 1)
+
+
+def _unequal_rows(data: Dict[str, torch.Tensor], rank: int) -> Dict[str, torch.Tensor]:
+    start = sum(UNEQUAL[:rank])
+    return {k: v[start : start + UNEQUAL[rank]] for k, v in data.items()}
+
+
 def _local_run(data: Dict[str, torch.Tensor], rows: slice) -> Dict[str, torch.Tensor]:
     """Every loss on ``data[rows]``: losses and gradients w.r.t. the rows (and temperature)."""
     out: Dict[str, torch.Tensor] = {}
@@ -233,12 +242,16 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         gathered = gather_with_grad(data["z_i"][rows])
         out["gathered"] = gathered
         out["offset"] = torch.tensor(rank_offset(LOCAL_B))
-        # Unequal local batch sizes must fail on every rank with a clear message.
-        try:
-            gather_with_grad(torch.zeros(3 + rank, DIM))
-            out["unequal_error"] = torch.tensor(0)
-        except ValueError as exc:
-            out["unequal_error"] = torch.tensor(int("same local batch size" in str(exc)))
+        # Unequal local batch sizes (a batch that lost items): rank r holds UNEQUAL[r] rows.
+        uneq = _unequal_rows(data, rank)
+        z_i = uneq["z_i"].clone().requires_grad_(True)
+        z_j = uneq["z_j"].clone().requires_grad_(True)
+        out["unequal/gathered"] = gather_with_grad(z_i.detach())
+        out["unequal/offset"] = torch.tensor(rank_offset(z_i.shape[0]))
+        loss = NTXentLoss(0.2)(z_i, z_j)
+        loss.backward()
+        out["unequal/loss"] = loss.detach()
+        out["unequal/grad_i"], out["unequal/grad_j"] = z_i.grad, z_j.grad
         torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -254,12 +267,45 @@ def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> Dict[int, Dict[str,
     return {r: torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)}
 
 
-def test_ddp_gather_values_offset_and_size_check(ddp_results: Dict[int, Dict[str, torch.Tensor]]) -> None:
+def test_ddp_gather_values_and_offset(ddp_results: Dict[int, Dict[str, torch.Tensor]]) -> None:
     data = _global_data()
     for r in range(WORLD):
         torch.testing.assert_close(ddp_results[r]["gathered"], data["z_i"])
         assert int(ddp_results[r]["offset"]) == r * LOCAL_B
-        assert int(ddp_results[r]["unequal_error"]) == 1
+
+
+def test_ddp_gather_of_unequal_batches(
+    ddp_results: Dict[int, Dict[str, torch.Tensor]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranks with 4 and 3 rows: the gather is the 7 rows in rank order (no padding left), the
+    offsets are 0 and 4, and each rank's row gradients are those of the sum of the per-rank
+    losses computed in one process on the same 7 rows."""
+    import vcmr.losses as losses
+
+    data = _global_data()
+    n = sum(UNEQUAL)
+    for r in range(WORLD):
+        assert ddp_results[r]["unequal/gathered"].shape == (n, DIM)
+        torch.testing.assert_close(ddp_results[r]["unequal/gathered"], data["z_i"][:n])
+        assert int(ddp_results[r]["unequal/offset"]) == sum(UNEQUAL[:r])
+    z_i = data["z_i"][:n].clone().requires_grad_(True)
+    z_j = data["z_j"][:n].clone().requires_grad_(True)
+    total = 0.0
+    for r in range(WORLD):
+        start = sum(UNEQUAL[:r])
+        rows = slice(start, start + UNEQUAL[r])
+        full = iter([F.normalize(z_i, dim=1), F.normalize(z_j, dim=1)])  # the loss gathers unit rows
+        monkeypatch.setattr(losses, "gather_with_grad", lambda t: next(full))
+        monkeypatch.setattr(losses, "rank_offset", lambda b, s=start: s)
+        loss_r = NTXentLoss(0.2)(z_i[rows], z_j[rows])
+        torch.testing.assert_close(ddp_results[r]["unequal/loss"], loss_r.detach(), rtol=1e-5, atol=1e-6)
+        total = total + loss_r
+    total.backward()
+    for r in range(WORLD):
+        start = sum(UNEQUAL[:r])
+        rows = slice(start, start + UNEQUAL[r])
+        torch.testing.assert_close(ddp_results[r]["unequal/grad_i"], z_i.grad[rows], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(ddp_results[r]["unequal/grad_j"], z_j.grad[rows], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(

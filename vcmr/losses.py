@@ -14,12 +14,17 @@ loss sends to each gathered row and keeps this rank's slice, so rank ``r``'s loc
 embeddings receive ``sum_s dL_s/dz_r = W * dL/dz_r``. DDP then averages parameter gradients
 over the ``W`` ranks, which divides by ``W`` again: the parameters get ``dL/dtheta``, the
 gradient of the single-process loss. See ``docs/losses.md``.
+
+Local batch sizes may differ between ranks (items dropped because their file failed to
+decode, see :mod:`vcmr.data.collate`): the gather pads to the largest and trims, and each
+rank still averages over its own anchors, so a rank with ``B - 1`` rows weighs each of them
+``1 / (B - 1)`` instead of ``1 / B`` (a negligible bias for the rare dropped item).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 import torch
 import torch.distributed as dist
@@ -50,71 +55,77 @@ def world_info() -> Tuple[int, int]:
     return 0, 1
 
 
+def _collective_device() -> torch.device:
+    """Where small bookkeeping tensors live for a collective: the GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def local_sizes(local_batch_size: int) -> List[int]:
+    """Every rank's local batch size (a collective: call it on every rank); ``[B]`` without a group."""
+    _, world = world_info()
+    if world == 1:
+        return [int(local_batch_size)]
+    size = torch.tensor([int(local_batch_size)], dtype=torch.long, device=_collective_device())
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
 class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 whose backward all-reduces (sums) and keeps this rank's slice."""
+    """All-gather along dim 0 of rows whose count may differ per rank (padded to the largest,
+    then trimmed); the backward all-reduces (sums) and keeps this rank's slice."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, sizes: Tuple[int, ...]) -> Tensor:  # type: ignore[override]
         rank, world = world_info()
         x = x.contiguous()
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x)
-        ctx.rank = rank
+        longest = max(sizes)
+        padded = x if x.shape[0] == longest else torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))])
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        ctx.start = sum(sizes[:rank])
         ctx.local = x.shape[0]
-        return torch.cat(parts, dim=0)
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)], dim=0)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Tensor, None]:  # type: ignore[override]
         # Every rank's loss depends on every gathered row: the gradient of the rows this rank
         # contributed is the sum over ranks of what each rank's loss sends back to them.
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = ctx.rank * ctx.local
-        return grad[start : start + ctx.local]
-
-
-def _check_equal_sizes(x: Tensor, world: int) -> None:
-    """Raise on every rank if the local batch sizes differ (all-gather needs equal shapes)."""
-    size = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    values = [int(s.item()) for s in sizes]
-    if len(set(values)) != 1:
-        raise ValueError(
-            f"gather_with_grad needs the same local batch size on every rank, got {values} "
-            "(per rank); use drop_last=True or a DistributedSampler, which pads every rank "
-            "to the same number of examples"
-        )
+        return grad[ctx.start : ctx.start + ctx.local], None
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` from every rank along dim 0, keeping gradients to every rank.
 
     Args:
-        x: ``[B, ...]`` this rank's rows; ``B`` must be the same on every rank.
+        x: ``[B_r, ...]`` this rank's rows. ``B_r`` may differ between ranks (a batch that
+            lost items to unreadable files); the other dimensions must be equal.
 
     Returns:
-        ``[W * B, ...]`` rows of rank 0, then rank 1, ...; this rank's rows start at
+        ``[sum_r B_r, ...]`` rows of rank 0, then rank 1, ...; this rank's rows start at
         :func:`rank_offset`. Identity (the same tensor) without an initialised process group
         or with world size 1.
 
     Raises:
-        ValueError: ``x`` is a scalar, or local batch sizes differ between ranks (raised on
-            every rank, so no rank is left waiting in a collective).
+        ValueError: ``x`` is a scalar.
     """
     if x.dim() == 0:
         raise ValueError("gather_with_grad expects a tensor with a batch dimension, got a scalar")
     _, world = world_info()
     if world == 1:
         return x
-    _check_equal_sizes(x, world)
-    return _GatherWithGrad.apply(x)
+    return _GatherWithGrad.apply(x, tuple(local_sizes(x.shape[0])))
 
 
 def rank_offset(local_batch_size: int) -> int:
-    """Row index of this rank's first row in the output of :func:`gather_with_grad`."""
+    """Row index of this rank's first row in the output of :func:`gather_with_grad`
+    (the sum of the lower ranks' batch sizes; a collective under ``torch.distributed``)."""
     rank, _ = world_info()
-    return rank * int(local_batch_size)
+    return sum(local_sizes(local_batch_size)[:rank])
 
 
 def _check_pair(a: Tensor, b: Tensor, names: Tuple[str, str]) -> None:
