@@ -8,6 +8,7 @@ turns a spec into a mono float32 waveform; the same spec and seed give the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -87,7 +88,9 @@ def _partials(phase: np.ndarray, freq: float, sr: int, partials: Sequence[Tuple[
     return out
 
 
+@functools.lru_cache(maxsize=512)
 def _tone(timbre: str, freq: float, n: int, sr: int) -> np.ndarray:
+    """One note, ``[n]`` float32 (read-only: songs reuse the same notes, so they are cached)."""
     t = np.arange(n) / sr
     phase = 2 * np.pi * freq * t
     if timbre == "sine":
@@ -113,14 +116,24 @@ def _tone(timbre: str, freq: float, n: int, sr: int) -> np.ndarray:
     rel = min(n, int(0.01 * sr))
     if rel > 0:
         env[-rel:] *= np.linspace(1.0, 0.0, rel)
-    return (wave * env).astype(np.float32)
+    note = (wave * env).astype(np.float32)
+    note.flags.writeable = False
+    return note
+
+
+@functools.lru_cache(maxsize=8)
+def _kick(n: int, sr: int) -> np.ndarray:
+    t = np.arange(n) / sr
+    f = 50 + 100 * np.exp(-t * 30)
+    kick = (np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t * 12)).astype(np.float32)
+    kick.flags.writeable = False
+    return kick
 
 
 def _drum(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(n) / sr
     if kind == "kick":
-        f = 50 + 100 * np.exp(-t * 30)
-        return (np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t * 12)).astype(np.float32)
+        return _kick(n, sr)
+    t = np.arange(n) / sr
     noise = rng.standard_normal(n).astype(np.float32)
     if kind == "snare":
         body = np.sin(2 * np.pi * 190 * t) * np.exp(-t * 25)

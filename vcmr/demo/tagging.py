@@ -30,11 +30,10 @@ from typing import Any, List, Mapping
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from vcmr.audio.io import save_audio
 from vcmr.demo.synth import DRUM_PATTERNS, MODES, SYNTH_VERSION, TIMBRES, SongSpec, render, spec_labels
-from vcmr.utils import atomic_write_text, cache_dir
+from vcmr.utils import atomic_write_text, cache_dir, progress_bar
 
 CATEGORIES = ("timbre", "drums", "tempo", "mode")
 SPLIT_FILES = (("train", "train"), ("valid", "validation"), ("test", "test"))
@@ -104,7 +103,7 @@ def ensure_demo_dataset(cfg: Mapping[str, Any], sample_rate: int, root: Path | N
     header = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
     rows = {s: [header] for s in counts}
     total = sum(counts.values())
-    with tqdm(total=total, desc="demo tagging set", unit="song") as bar:
+    with progress_bar(total=total, desc="demo tagging set", unit="song") as bar:
         i = 0
         for split, n in counts.items():
             for _ in range(n):

@@ -40,7 +40,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from omegaconf import MISSING, DictConfig
 
-from vcmr.utils import atomic_write_text, cache_dir
+from vcmr.utils import atomic_write_text, cache_dir, progress_bar
 from vcmr.video.writer import write_video
 
 SPECS_NAME = "timing_specs.jsonl"
@@ -202,8 +202,6 @@ def clip_tags(tempos: Sequence[float], s: TimingSettings) -> List[str]:
 
 def make_timing_videos(folder: str | os.PathLike, s: TimingSettings, progress: bool = True) -> Path:
     """Write the videos and ``timing_specs.jsonl`` (last: its presence means the folder is complete)."""
-    from tqdm.auto import tqdm
-
     folder = Path(folder)
     plans = plan_videos(s)
     specs = folder / SPECS_NAME
@@ -212,7 +210,7 @@ def make_timing_videos(folder: str | os.PathLike, s: TimingSettings, progress: b
     folder.mkdir(parents=True, exist_ok=True)
     tex = texture(s)
     songs: Dict[str, np.ndarray] = {}
-    for plan in tqdm(plans, desc="timing videos", unit="video", disable=not progress):
+    for plan in progress_bar(plans, desc="timing videos", unit="video", disable=not progress):
         path = folder / f"{plan.video_id}.mp4"
         if path.is_file():
             continue
