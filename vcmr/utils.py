@@ -115,12 +115,19 @@ class MediaFileError(RuntimeError):
         super().__init__(f"{self.path}: {reason}")
 
 
+#: Reason given for a file this user may not read (never reported as a damaged file).
+PERMISSION_DENIED = "permission denied (this user cannot read the file)"
+
+
 def open_container(path: str | os.PathLike, error: type, reason: str = "cannot open container") -> "av.container.InputContainer":  # noqa: F821
-    """``av.open(path)`` for reading; any failure raises ``error(path, f"{reason}: <cause>")``."""
+    """``av.open(path)`` for reading; a failure raises ``error(path, f"{reason}: <cause>")``, or
+    ``error(path, PERMISSION_DENIED)`` when the file may not be read."""
     import av
 
     try:
         return av.open(str(path))
+    except PermissionError as exc:  # also av.error.PermissionError
+        raise error(path, PERMISSION_DENIED) from exc
     except Exception as exc:
         raise error(path, f"{reason}: {exc}") from exc
 

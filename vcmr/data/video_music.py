@@ -27,7 +27,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vcmr.audio.io import audio_info, load_audio
+from vcmr.audio.io import AudioDecodeError, audio_info, load_audio
+from vcmr.data.collate import BadItem, drop_bad_items
 from vcmr.data.loaders import build_loader
 from vcmr.utils import hash_split
 
@@ -60,10 +61,12 @@ class Segment:
     start_sample: int
     n_samples: int
     n_rows: int
+    relpath: str = ""  # audio_path relative to the dataset folder, as reports name it
 
 
 class VideoMusicDataset(Dataset):
-    """Items ``{"audio": [1, L] float32, "video": [S, F] float32, "video_id": str}``.
+    """Items ``{"audio": [1, L] float32, "video": [S, F] float32, "video_id": str}``, or a
+    :class:`~vcmr.data.collate.BadItem` when the audio segment fails to decode.
 
     Args:
         segments: usable segments.
@@ -92,13 +95,17 @@ class VideoMusicDataset(Dataset):
             self._features[path] = arr
         return arr
 
-    def __getitem__(self, idx: int) -> Dict[str, Any]:
+    def __getitem__(self, idx: int) -> Dict[str, Any] | BadItem:
         seg = self.segments[idx]
         span = seg.n_samples - self.audio_length
         offset = int(torch.randint(0, span + 1, ()).item()) if self.random_crop else span // 2
-        x = load_audio(
-            seg.audio_path, self.sample_rate, offset=offset / self.sample_rate, duration=self.audio_length / self.sample_rate
-        )
+        try:
+            x = load_audio(
+                seg.audio_path, self.sample_rate, offset=offset / self.sample_rate,
+                duration=self.audio_length / self.sample_rate,
+            )
+        except AudioDecodeError as exc:
+            return BadItem(seg.relpath or seg.audio_path, f"failed to decode during training: {exc.reason}")
         feats = self._load_features(seg.feature_path)
         first, n = feature_rows(seg.start_sample + offset, self.audio_length, self.sample_rate, seg.n_rows)
         video = np.array(feats[first : first + n], dtype=np.float32)  # copy out of the memory map
@@ -139,7 +146,7 @@ def index_dataset(
                 )
             n = int(round(info.duration * sample_rate))
             if n >= audio_length:
-                segments.append(Segment(rec.video_id, str(path), str(feat_path), j, start, n, n_rows))
+                segments.append(Segment(rec.video_id, str(path), str(feat_path), j, start, n, n_rows, rel))
             start += n
     return segments, counts
 
@@ -190,7 +197,7 @@ class VideoMusicDataModule(pl.LightningDataModule):
         self._ready = True
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
-        return build_loader(ds, self.loader, train)
+        return build_loader(ds, self.loader, train, collate_fn=drop_bad_items)
 
     def train_dataloader(self) -> DataLoader:
         ds = VideoMusicDataset(self.train_segments, self.sample_rate, self.audio_length, True)

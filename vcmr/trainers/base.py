@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import (
     Callback,
@@ -31,10 +32,16 @@ from pytorch_lightning.callbacks import (
 )
 
 from vcmr.config import save_config, to_container
+from vcmr.data.audio_folder import RejectedFile, append_report
+from vcmr.data.collate import CheckedBatch, batch_length
 from vcmr.models.export import load_tensors_only
 from vcmr.trainers.optim import build_optimizer, build_scheduler
 from vcmr.utils import interactive, is_rank_zero, progress_interval, rank_zero_print
 
+
+
+#: The run folder's list of files left out, at index time and (appended) during training.
+REJECTED_REPORT = "rejected_files.tsv"
 
 
 class TrainingDataError(RuntimeError):
@@ -97,9 +104,31 @@ def _tensorboard(cfg: Mapping[str, Any], run_dir: Path) -> Any:
 
 
 def _csv(cfg: Mapping[str, Any], run_dir: Path) -> Any:
+    from lightning_fabric.loggers.logger import rank_zero_experiment
     from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-    return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    class KeepingWriter(ExperimentWriter):
+        """Lightning's writer deletes an existing ``metrics.csv``; a resumed run (the same run
+        folder) appends to it instead, widening the header when new columns appear."""
+
+        def _check_log_dir_exists(self) -> None:
+            if self._fs.isfile(self.metrics_file_path):
+                import csv
+
+                with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                    self.metrics_keys = list(csv.DictReader(fh).fieldnames or [])
+
+    class KeepingCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> ExperimentWriter:  # noqa: D102
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = KeepingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return KeepingCSVLogger(save_dir=str(run_dir), name="csv", version="")
 
 
 def _wandb(cfg: Mapping[str, Any], run_dir: Path) -> Any:
@@ -274,14 +303,57 @@ class StageModule(pl.LightningModule):
         """One batch of ``stage`` (``train``, ``val`` or ``test``); returns the loss."""
         raise NotImplementedError
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # noqa: D102
-        return self._step(batch, batch_idx, "train")
+    def _good_items(self, batch: Any, stage: str) -> Any:
+        """The batch ``_step`` sees: a :class:`~vcmr.data.collate.CheckedBatch` is unwrapped.
 
-    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # noqa: D102
-        return self._step(batch, batch_idx, "val")
+        Its dropped items are counted in ``<stage>/bad_items`` (summed over the epoch and the
+        ranks) and their files appended to the run's ``rejected_files.tsv`` (rank 0). Returns
+        ``None`` when some rank has no good item left: every rank then skips the step (the
+        losses gather across ranks, so no rank may run one alone).
+        """
+        if not isinstance(batch, CheckedBatch):
+            return batch
+        bad = list(batch.bad)
+        n_bad, empty = len(bad), int(batch_length(batch.data) == 0)
+        self.log(f"{stage}/bad_items", float(n_bad), on_step=False, on_epoch=True, reduce_fx="sum",
+                 batch_size=1, sync_dist=True)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flags = torch.tensor([n_bad, empty], dtype=torch.long, device=self.device)
+            dist.all_reduce(flags)
+            if int(flags[0]) > 0:
+                every: List[Any] = [None] * dist.get_world_size()
+                dist.all_gather_object(every, bad)
+                bad = [item for part in every for item in part]
+            empty = int(flags[1])
+        if bad and self.global_rank == 0:
+            self._report_bad(bad, stage)
+        return None if empty else batch.data
 
-    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # noqa: D102
-        return self._step(batch, batch_idx, "test")
+    def _report_bad(self, bad: Sequence[Any], stage: str) -> None:
+        report = Path(self.trainer.default_root_dir) / REJECTED_REPORT
+        entries = [RejectedFile(b.path, f"{b.reason} ({stage}, epoch {self.current_epoch})") for b in bad]
+        for entry in append_report(report, entries):
+            print(f"left out of a {stage} batch: {entry.relpath}: {entry.reason} (listed in {report})", flush=True)
+
+    def _skipped_training_step(self) -> Optional[torch.Tensor]:
+        if self.trainer.world_size == 1:
+            return None  # no optimizer step
+        # Lightning cannot skip a step under DDP: a zero loss that touches every trainable
+        # parameter keeps the ranks' gradient all-reduce in step, and no data moves the weights
+        # (the optimizer's momentum and weight decay still apply).
+        return sum((p * 0.0).sum() for p in self.parameters() if p.requires_grad)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:  # noqa: D102
+        batch = self._good_items(batch, "train")
+        return self._skipped_training_step() if batch is None else self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:  # noqa: D102
+        batch = self._good_items(batch, "val")
+        return None if batch is None else self._step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:  # noqa: D102
+        batch = self._good_items(batch, "test")
+        return None if batch is None else self._step(batch, batch_idx, "test")
 
     def param_groups(self) -> List[Dict[str, Any]]:
         """Optimizer parameter groups; by default one group of every trainable parameter."""
