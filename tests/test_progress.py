@@ -26,7 +26,7 @@ def test_plain_lines_in_a_log(monkeypatch):
 def test_lines_are_rate_limited(monkeypatch):
     monkeypatch.setenv("VCMR_PROGRESS_SECONDS", "3600")
     buf = io.StringIO()
-    bar = progress_bar(total=1000, desc="slow", file=buf, leave=False)
+    bar = progress_bar(total=1000, desc="slow", file=buf)
     for _ in range(1000):
         bar.update(1)
     bar.close()

@@ -162,7 +162,12 @@ def interactive(stream: object = None) -> bool:
 def progress_bar(*args: object, **kwargs: object):
     """A ``tqdm`` progress bar on a terminal; elsewhere (a SLURM log, a pipe) the same object
     printing one plain line every :func:`progress_interval` seconds, with rate and ETA,
-    instead of carriage-return redraws. Arguments are ``tqdm``'s."""
+    instead of carriage-return redraws. Arguments are ``tqdm``'s.
+
+    In plain-line mode a bar made with ``leave=False`` (a short step inside a longer one,
+    e.g. one file's batches) prints nothing unless it runs longer than one interval: a log
+    gets no pair of lines per file.
+    """
     from tqdm import tqdm
 
     if interactive(kwargs.get("file")):
@@ -182,12 +187,14 @@ def progress_bar(*args: object, **kwargs: object):
         def close(self) -> None:
             if self.disable:
                 return
-            if self._printed != self.n:  # the final count, once
+            if self._printed != self.n and (self.leave or self._printed >= 0):  # the final count, once
                 self.display()
             self.disable = True
             self._decr_instances(self)
 
     kwargs.setdefault("mininterval", progress_interval())
+    if kwargs.get("leave", True) is False:
+        kwargs.setdefault("delay", kwargs["mininterval"])
     kwargs["maxinterval"] = 0  # no monitor thread forcing extra refreshes
     kwargs["dynamic_ncols"] = False
     kwargs.setdefault(

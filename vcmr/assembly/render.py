@@ -37,7 +37,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vcmr.utils import MediaFileError, atomic_path, open_container
+from vcmr.utils import MediaFileError, atomic_path, open_container, progress_bar
 
 
 class RenderError(MediaFileError):
@@ -359,7 +359,6 @@ def render_video(
         ValueError: bad settings or shots.
     """
     import av
-    from tqdm import tqdm
 
     s.check()
     output = Path(output)
@@ -368,7 +367,7 @@ def render_video(
     k = s.crossfade_frames
     thumbs: List[Path] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=n_total, desc="rendering", unit="frame", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=n_total, desc="rendering", unit="frame", disable=not progress, dynamic_ncols=True)
     with atomic_path(output) as tmp:
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             vs = out.add_stream("libx264", rate=Fraction(int(s.fps), 1),

@@ -44,14 +44,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from vcmr.audio.io import load_audio
 from vcmr.config import to_container
 from vcmr.data.video_music import Segment, feature_rows, index_dataset
 from vcmr.metrics.retrieval import TIE_RULES, chance_levels, rank_in_gallery, rank_summary
 from vcmr.models.export import find_model_file, load_model
-from vcmr.utils import atomic_write_text, hash_split
+from vcmr.utils import atomic_write_text, hash_split, progress_bar
 
 #: The dataset builder's record of its settings, in the data folder.
 BUILDER_CONFIG = "preprocess_config.yaml"
@@ -313,7 +312,7 @@ def embed_segments(
         batch_a.clear()
         batch_v.clear()
 
-    for seg in tqdm(segments, desc="retrieval protocol: embedding segments", unit="seg", disable=not progress):
+    for seg in progress_bar(segments, desc="retrieval protocol: embedding segments", unit="seg", disable=not progress):
         offset = (seg.n_samples - length) // 2  # the centre crop, as stage-2 validation
         crop = load_audio(seg.audio_path, sample_rate, offset=offset / sample_rate, duration=length / sample_rate)
         batch_a.append(crop)

@@ -39,7 +39,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
-from tqdm import tqdm
 
 from vcmr.config import CONFIG_DIR, at_least, one_of, required, to_container
 from vcmr.data.tagging import AudioStore, TaggingData, TaggingDataConfig, Track, open_tagging_data
@@ -47,6 +46,7 @@ from vcmr.evaluation.report import print_comparison, print_report, sha256_file, 
 from vcmr.metrics.classification import classification_scores
 from vcmr.metrics.tagging import tagging_scores
 from vcmr.models.tagger import FOREIGN_FORMAT, PAIR_SEPARATOR, load_any_tagger
+from vcmr.utils import progress_bar
 
 #: ``evaluation.last_window`` -> the sentence written into every results file.
 LAST_WINDOW_RULES: Dict[str, str] = {
@@ -184,7 +184,7 @@ def predict_windows(
     tagger = tagger.to(device).eval()
     window = int(tagger.input_length)
     out: Dict[float, List[np.ndarray]] = {float(o): [] for o in overlaps}
-    for track in tqdm(tracks, desc="song-level evaluation", unit="track"):
+    for track in progress_bar(tracks, desc="song-level evaluation", unit="track"):
         audio = store.load(track)
         for o in out:
             wins = split_windows(audio, window, o, name=str(store.file(track)), last=last)

@@ -64,7 +64,7 @@ from vcmr.data.feature_cache import (
 )
 from vcmr.data.manifest import VideoRecord, read_manifest
 from vcmr.preprocess.rhythm_motion import MotionExtractor, RhythmExtractor
-from vcmr.utils import atomic_save_npy, atomic_write_text
+from vcmr.utils import atomic_save_npy, atomic_write_text, progress_bar
 
 
 class Extractor(Protocol):
@@ -305,8 +305,6 @@ def extract_features(
             and ``overwrite`` is false.
         ManifestError: the manifest is missing or malformed.
     """
-    from tqdm.auto import tqdm
-
     root = Path(root)
     records = ok_records(root)
     if video_ids is not None:
@@ -328,7 +326,7 @@ def extract_features(
     atomic_write_text(folder / SETTINGS_FILE, json.dumps({"kind": kind, "settings": settings}, indent=1))
     todo = [r for r in records if not feature_path(root, kind, r.video_id).is_file()]
     failures: Dict[str, str] = {}
-    bar = tqdm(todo, desc=f"features {kind}", unit="video", disable=not progress or not todo)
+    bar = progress_bar(todo, desc=f"features {kind}", unit="video", disable=not progress or not todo)
     for rec in bar:
         try:
             arr = np.asarray(ext(rec, root), dtype=np.float32)

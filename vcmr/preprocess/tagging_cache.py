@@ -28,10 +28,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, Tuple
 
-from tqdm import tqdm
-
 from vcmr.audio.io import AudioDecodeError, load_audio
 from vcmr.data.tagging import TaggingIndex, cache
+from vcmr.utils import progress_bar
 
 
 @dataclasses.dataclass
@@ -93,14 +92,14 @@ def build_cache(
         sample_rate: Hz.
         fmt: ``int16``, ``float16`` or ``flac``.
         num_workers: processes; 0 decodes in this process.
-        progress: show a tqdm bar.
+        progress: show progress (a bar on a terminal, plain lines in a log).
     """
     cache_dir = Path(cache_dir)
     cache.claim(cache_dir, int(sample_rate), fmt)  # checks fmt before anything is written
     rel_paths = sorted({t.path for tracks in index.splits.values() for t in tracks})
     jobs = [(str(index.audio_root / r), str(cache.cache_path(cache_dir, r, fmt)), int(sample_rate), fmt) for r in rel_paths]
     status: Dict[str, Tuple[str, str]] = {}
-    bar = tqdm(total=len(jobs), desc="audio cache", unit="file", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="audio cache", unit="file", disable=not progress)
     if num_workers <= 0:
         for rel, job in zip(rel_paths, jobs):
             status[rel] = convert_file(*job)

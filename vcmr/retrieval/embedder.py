@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
+from vcmr.utils import progress_bar
 from vcmr.video.features import (
     FrameEmbeddings,
     encode_video_frames,
@@ -352,9 +353,7 @@ class Embedder:
                     yield
 
     def _bar(self, total: int, desc: str, unit: str):
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not self.progress or total <= 1)
+        return progress_bar(total=total, desc=desc, unit=unit, leave=False, disable=not self.progress or total <= 1)
 
     def encode_windows(self, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """Windows ``x[s : s + L]`` for each ``s`` in ``starts`` -> ``[n, D]`` float32 unit vectors."""

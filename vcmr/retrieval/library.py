@@ -56,7 +56,7 @@ import numpy as np
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vcmr.config import ConfigError, above, at_least, in_range, one_of, required, to_container
-from vcmr.utils import atomic_path, atomic_write_text
+from vcmr.utils import atomic_path, atomic_write_text, progress_bar
 
 FORMAT = "vcmr.library/1"
 LIBRARY_FILE = "library.yaml"
@@ -644,8 +644,6 @@ def build(cfg: DictConfig, embedder=None) -> LibrarySummary:
     Returns:
         A :class:`LibrarySummary`.
     """
-    from tqdm import tqdm
-
     from vcmr.preprocess.builder import parse_shard, shard_of
 
     t0 = time.perf_counter()
@@ -667,7 +665,7 @@ def build(cfg: DictConfig, embedder=None) -> LibrarySummary:
         wanted = {s.item_id for s in sources}
         todo = [s for s in sources if not _is_done(existing.get(s.item_id), root, bool(cfg.retry_failed))]
         status: collections.Counter = collections.Counter()
-        bar = tqdm(total=len(todo), desc=f"{kind.name} -> {root.name}", unit="file", disable=not cfg.progress,
+        bar = progress_bar(total=len(todo), desc=f"{kind.name} -> {root.name}", unit="file", disable=not cfg.progress,
                    file=sys.stderr, dynamic_ncols=True)
         for src in todo:
             rec = process_one(src, embedder, cfg, root)
@@ -718,8 +716,6 @@ def self_retrieval(
         ``{"direction", "all": metrics, <subset>: metrics, "skipped": {id: reason}}``, also
         written to ``<root>/check.json``. Files whose query cannot be decoded are skipped.
     """
-    from tqdm import tqdm
-
     from vcmr.retrieval.check import CHECK_FILE, own_item_recall
     from vcmr.utils import MediaFileError
 
@@ -736,7 +732,7 @@ def self_retrieval(
         raise ValueError(f"{root}: no usable items to check")
     queries, q_owner, skipped = [], [], {}
     todo = records if max_items is None else records[: int(max_items)]
-    for rec in tqdm(todo, desc="self-retrieval queries", unit="file", disable=not progress, leave=False):
+    for rec in progress_bar(todo, desc="self-retrieval queries", unit="file", disable=not progress, leave=False):
         try:
             if kind == "clips":
                 queries.append(embedder.embed_audio(rec["source"]).song)

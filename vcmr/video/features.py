@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from vcmr.video.frames import FrameGrid, Sample, iter_samples
-from vcmr.utils import open_container
+from vcmr.utils import open_container, progress_bar
 from vcmr.video.probe import OPEN_FAILED, MediaError
 
 #: Tolerance (seconds) when sample times are compared with second boundaries.
@@ -139,8 +139,6 @@ def encode_video_frames(
     Raises:
         MediaError: the file cannot be decoded, or no encoder frame was decoded.
     """
-    from tqdm import tqdm
-
     grid = FrameGrid(float(fps), int(encoder.image_size), True)
     times = grid.times(duration)
     size = int(encoder.image_size)
@@ -148,7 +146,7 @@ def encode_video_frames(
     chunks = []
     n_buf = 0
     got = 0
-    bar = tqdm(total=len(times), desc=Path(path).name, unit="frame", disable=not progress, leave=False)
+    bar = progress_bar(total=len(times), desc=Path(path).name, unit="frame", disable=not progress, leave=False)
     for smp in iter_samples(path, start, duration, [grid, *extra_grids], interpolation, threads, end_tolerance):
         if smp.grid != 0:
             if on_sample is not None:
