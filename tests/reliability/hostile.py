@@ -118,16 +118,20 @@ def unix_socket(path: Path) -> Path:
     return path
 
 
+#: Entries of :func:`make_corpus` whose header is intact (their data is not).
+HEADER_INTACT = ("cut.mp4", "nan.wav")
+
+
 def make_corpus(root: Path, sr: int = 16000) -> Dict[str, str]:
     """Every hostile entry under ``root``, none of them usable, and a folder beside ``root``
     that a link inside points to. Returns ``{relpath: part of the reason}`` as the index
-    reports it; folders end with ``/``. ``cut.mp4`` maps to ``""``: its header is intact,
-    so header verification keeps it and only decoding (``verify=full``, or training) fails.
+    reports it; folders end with ``/``. The headers of :data:`HEADER_INTACT` are fine:
+    header verification keeps them and only decoding (``verify=full``, or training) fails.
     """
     root.mkdir(parents=True, exist_ok=True)
     expected: Dict[str, str] = {}
     truncated_mp4(root / "cut.mp4", keep=0.0, sr=sr)
-    expected["cut.mp4"] = ""
+    expected["cut.mp4"] = "no audio samples decoded"
     nan_wav(root / "nan.wav", sr=sr)
     expected["nan.wav"] = "NaN or Inf"
     tiny_rate_wav(root / "two_hz.wav")

@@ -295,6 +295,10 @@ class StageModule(pl.LightningModule):
         self.optim_cfg = dict(optim)
         self.seed = int(seed)
         self.train_generator: Optional[torch.Generator] = None
+        #: Training steps run on data, and steps skipped because a batch had no good item.
+        self.data_steps = 0
+        self.skipped_steps = 0
+        self._skipping = False
 
     def on_train_start(self) -> None:  # noqa: D102
         self.train_generator = torch.Generator().manual_seed(self.seed + 1_000_003 * (self.global_rank + 1))
@@ -336,16 +340,29 @@ class StageModule(pl.LightningModule):
             print(f"left out of a {stage} batch: {entry.relpath}: {entry.reason} (listed in {report})", flush=True)
 
     def _skipped_training_step(self) -> Optional[torch.Tensor]:
+        """A step without data: no backward in one process (the optimizer finds no gradient
+        and leaves the weights alone). Lightning cannot skip a step under DDP: there a zero loss
+        that touches every trainable parameter keeps the ranks' gradient all-reduce in step, and
+        :meth:`on_after_backward` drops those zero gradients so the optimizer (momentum, weight
+        decay) leaves the weights alone too."""
+        self.skipped_steps += 1
         if self.trainer.world_size == 1:
-            return None  # no optimizer step
-        # Lightning cannot skip a step under DDP: a zero loss that touches every trainable
-        # parameter keeps the ranks' gradient all-reduce in step, and no data moves the weights
-        # (the optimizer's momentum and weight decay still apply).
+            return None
+        self._skipping = True
         return sum((p * 0.0).sum() for p in self.parameters() if p.requires_grad)
+
+    def on_after_backward(self) -> None:  # noqa: D102
+        if self._skipping and self.trainer.accumulate_grad_batches == 1:
+            for p in self.parameters():
+                p.grad = None
+        self._skipping = False
 
     def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:  # noqa: D102
         batch = self._good_items(batch, "train")
-        return self._skipped_training_step() if batch is None else self._step(batch, batch_idx, "train")
+        if batch is None:
+            return self._skipped_training_step()
+        self.data_steps += 1
+        return self._step(batch, batch_idx, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:  # noqa: D102
         batch = self._good_items(batch, "val")
@@ -404,6 +421,11 @@ def fit(
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.global_step == 0 and int(cfg.trainer.max_steps) != 0:
         raise TrainingDataError(f"training ended without a single optimizer step; see {run_dir}")
+    if getattr(module, "skipped_steps", 0) and not getattr(module, "data_steps", 0):
+        raise TrainingDataError(
+            f"training ended without a single optimizer step on data: all {module.skipped_steps} batches held only "
+            f"files that failed to decode (listed in {run_dir / REJECTED_REPORT})"
+        )
     return trainer
 
 
