@@ -83,6 +83,12 @@ for name in ("a.wav", "b.mp4"):
             out[name + ":" + fn] = "read"
         except AudioDecodeError as exc:
             out[name + ":" + fn] = str(exc)
+from vcmr.video.probe import MediaError, probe
+try:
+    probe(perm + "/b.mp4")
+    out["b.mp4:probe"] = "read"
+except MediaError as exc:
+    out["b.mp4:probe"] = str(exc)
 for verify in ("header", "full"):
     usable, rejected = index_folder(perm, [".wav", ".mp4"], 16000, 1.0, verify=verify, progress=False)
     out["perm:" + verify] = [[r.relpath, r.reason] for r in rejected]
@@ -123,6 +129,8 @@ def test_permission_problems_say_permission_denied(unprivileged_checks):
         for fn in ("audio_info", "load_audio", "verify_audio"):
             msg = out[f"{name}:{fn}"]
             assert msg.endswith(f"{name}: {denied}"), (fn, msg)
+    # The video probe opens files through the same opener: not "corrupt or truncated".
+    assert out["b.mp4:probe"].endswith(f"b.mp4: {denied}"), out["b.mp4:probe"]
     for verify in ("header", "full"):
         assert out[f"perm:{verify}"] == [["a.wav", denied], ["b.mp4", denied]]
 
