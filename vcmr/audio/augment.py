@@ -13,6 +13,14 @@ Order of the chain: random crop (always), then the transforms of
 additive white noise -> gain -> high- or low-pass filter -> delay (echo) -> pitch shift ->
 reverb). The signal processing itself lives in :mod:`vcmr.audio.dsp`.
 
+Consecutive transforms that are linear and time-invariant (filter, delay, reverb) and a pitch
+shift whose last step is band-limited resampling (``wsola``, ``resample``) run as one FFT pass
+over the batch: each example is transformed once, multiplied by the frequency responses of its
+filter and delay, resampled by keeping or zero-padding bins, multiplied by its reverb's response
+and transformed back (:func:`spectral_run`). The pass works on the zero-extended clip, so it is
+the transforms' composition without the cut back to the clip's length between them; a WSOLA
+stretch runs before the pass, ahead of the filter and delay that the chain's order puts first.
+
 All randomness is drawn from the optional ``torch.Generator`` given to ``forward``, so a
 seeded generator gives identical outputs. Inside the chain, transforms write into the
 chain's own buffer in place; the caller's batch is never modified.
@@ -21,14 +29,15 @@ chain's own buffer in place; the caller's batch is never modified.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional, Tuple
+import math
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from vcmr.audio.dsp import check_batch, random_crop
+from vcmr.audio.dsp import check_batch, fast_pass_len, pitch_grid, random_crop
 from vcmr.audio.transforms import TRANSFORMS, Params, RandomTransform, check_probability
 from vcmr.config import ConfigError
 
@@ -50,14 +59,33 @@ class AugmentationChain(nn.Module):
     Args:
         crop_length: output length in samples.
         transforms: name -> transform, applied in insertion order (empty: crop only).
+        fuse: run consecutive spectral transforms as one FFT pass (:func:`spectral_run`);
+            ``False`` applies every transform on its own (same draws).
     """
 
-    def __init__(self, crop_length: int, transforms: Optional[Mapping[str, RandomTransform]] = None):
+    def __init__(
+        self, crop_length: int, transforms: Optional[Mapping[str, RandomTransform]] = None, fuse: bool = True
+    ):
         super().__init__()
         if crop_length <= 0:
             raise ConfigError(f"crop_length must be a positive number of samples, got {crop_length}")
         self.crop_length = int(crop_length)
         self.transforms = nn.ModuleDict(dict(transforms or {}))
+        self.fuse = bool(fuse)
+
+    def runs(self) -> List[List[str]]:
+        """The transforms' names in chain order, grouped into what runs together: a run of
+        several is one FFT pass (spectral transforms, at most one resampling pitch shift)."""
+        groups: List[List[str]] = []
+        open_run = False
+        for name, t in self.transforms.items():
+            role = t.spectral_role if self.fuse else ""
+            if role and open_run and not (role == "resample" and _has_resampler(self, groups[-1])):
+                groups[-1].append(name)
+            else:
+                groups.append([name])
+            open_run = bool(role)
+        return groups
 
     def forward_with_params(
         self, x: Tensor, generator: Optional[torch.Generator] = None
@@ -73,8 +101,11 @@ class AugmentationChain(nn.Module):
         if self.transforms and out.data_ptr() == x.data_ptr():
             out = out.clone()  # the transforms below write into `out`, never into the caller's x
         drawn: Dict[str, Params] = {}
-        for name, transform in self.transforms.items():
-            out, drawn[name] = transform.forward_with_params(out, generator, inplace=True)
+        for run in self.runs():
+            if len(run) == 1:
+                out, drawn[run[0]] = self.transforms[run[0]].forward_with_params(out, generator, inplace=True)
+            else:
+                drawn.update(spectral_run(out, [(name, self.transforms[name]) for name in run], generator))
         return out, drawn
 
     def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -90,7 +121,146 @@ class AugmentationChain(nn.Module):
         return self.forward_with_params(x, generator)[0]
 
     def extra_repr(self) -> str:
-        return f"crop_length={self.crop_length}"
+        return f"crop_length={self.crop_length}, fuse={self.fuse}"
+
+
+def _has_resampler(chain: AugmentationChain, names: List[str]) -> bool:
+    return any(chain.transforms[n].spectral_role == "resample" for n in names)
+
+
+def spectral_run(
+    x: Tensor, run: List[Tuple[str, RandomTransform]], generator: Optional[torch.Generator] = None
+) -> Dict[str, Params]:
+    """Apply consecutive spectral transforms to ``x: [B, 1, T]`` in place, in one FFT pass.
+
+    Each transform draws as it would on its own (mask, parameters, then whatever
+    :meth:`RandomTransform.spectral_state` draws), in order, so the stream of ``generator``
+    is the same as when the transforms run one by one. Then, for every example that any of
+    them picked: its signal (a WSOLA stretch or a span of the clip where the run's pitch shift
+    picked it, else the clip) is zero-padded to an FFT size ``n_in``, transformed, multiplied
+    by the responses of the transforms before the pitch shift, resampled (its bins are cut or
+    zero-padded to the output size ``n_out``; the pitch factor is ``n_in / n_out``), multiplied
+    by the responses of the transforms after it, transformed back and cut to ``T``. ``n_out``
+    leaves room for every response's extent, so no output wraps around into the clip.
+    Examples sharing ``n_in`` share each FFT call.
+
+    Args:
+        x: ``[B, 1, T]`` float waveform, overwritten with the result.
+        run: ``(name, transform)`` in chain order; each with a ``spectral_role``, at most one
+            ``"resample"``.
+        generator: source of every draw.
+
+    Returns:
+        name -> draws (as :meth:`RandomTransform.forward_with_params` returns them).
+    """
+    check_batch(x)
+    b, _, t = x.shape
+    dev = x.device
+    drawn: Dict[str, Params] = {}
+    picked: Dict[str, Tensor] = {}
+    states = {}
+    subs: Dict[str, Params] = {}
+    for name, tr in run:
+        params = tr.draw(b, generator)
+        drawn[name] = params
+        idx = torch.nonzero(params["apply"].cpu()).view(-1)
+        picked[name] = idx
+        if idx.numel():
+            sub = {k: v[idx.to(v.device)] for k, v in params.items() if k != "apply"}
+            subs[name] = sub
+            states[name] = tr.spectral_state(sub, t, dev, generator) if tr.spectral_role == "lti" else sub
+    any_picked = torch.zeros(b, dtype=torch.bool)
+    for idx in picked.values():
+        any_picked[idx] = True
+    sel = torch.nonzero(any_picked).view(-1)
+    if sel.numel() == 0:
+        return drawn
+
+    roles = [tr.spectral_role for _, tr in run]
+    cut = roles.index("resample") if "resample" in roles else len(run)
+    pitch = run[cut] if cut < len(run) and run[cut][0] in subs else None
+    # Padding of each example: the extents of what picked it (those before the pitch shift
+    # scaled to output time); the run's output size holds the largest.
+    ratio = torch.ones(b, dtype=torch.float64)
+    if pitch is not None:
+        ratio[picked[pitch[0]]] = pitch[1].target_ratio(subs[pitch[0]])
+    scale = pitch[1].time_scale(ratio) if pitch is not None else torch.ones(b, dtype=torch.float64)
+    extent = torch.zeros(b, dtype=torch.float64)
+    for i, (name, tr) in enumerate(run):
+        if name in subs and i != cut:
+            ext = tr.spectral_extent(subs[name]).double()
+            if i < cut:
+                ext = ext * (torch.clamp(scale, min=1.0) / ratio)[picked[name]]
+            extent[picked[name]] += ext
+    # Every FFT call has a cost of its own (its plan) besides the per-row work, so the rows
+    # share sizes: one output size for the run, one input size per pitch factor. The needed
+    # length is rounded up to 1/64 of the clip, so that sizes recur from batch to batch.
+    quantum = max(1, t // 64)
+    need = t + quantum * math.ceil(float(extent[sel].max()) / quantum)
+    n_in = torch.zeros(b, dtype=torch.long)
+    shifted = torch.zeros(b, dtype=torch.bool)
+    if pitch is not None:
+        p_idx = picked[pitch[0]]
+        shifted[p_idx] = True
+        factors = sorted(set(ratio[p_idx].tolist()))
+        n_out, sizes_in = pitch_grid(need, tuple(factors))
+        in_of = dict(zip(factors, sizes_in))
+        n_in[:] = n_out
+        n_in[p_idx] = torch.tensor([in_of[r] for r in ratio[p_idx].tolist()])
+        eff = n_in.double() / n_out  # the pitch factor each example gets
+        scale = pitch[1].time_scale(eff)
+        lengths = torch.clamp(torch.ceil(t * eff[p_idx]).long(), max=n_in[p_idx])
+        spans = pitch[1].span(x[p_idx.to(dev), 0], eff[p_idx], lengths, int(lengths.max()))
+        span_row = torch.full((b,), -1, dtype=torch.long)
+        span_row[p_idx] = torch.arange(p_idx.numel())
+    else:
+        n_out = fast_pass_len(need)
+        n_in[:] = n_out
+    # Position of each example in each transform's picked sub-batch (-1: not picked).
+    rows_of = {}
+    for name, _ in run:
+        r = torch.full((b,), -1, dtype=torch.long)
+        r[picked[name]] = torch.arange(picked[name].numel())
+        rows_of[name] = r
+    scale_dev = scale.to(dev)
+
+    def multiply(spec: Tensor, group: Tensor, stage, n: int, tscale: Tensor) -> Tensor:
+        for name, tr in stage:
+            r = rows_of[name][group]
+            hit = torch.nonzero(r >= 0).view(-1)
+            if hit.numel() == 0:
+                continue
+            h = hit.to(dev)
+            resp = tr.spectral_response(states[name], r[hit], n, tscale[h])
+            if hit.numel() == group.numel():
+                spec = spec.mul_(resp)
+            else:
+                spec.index_copy_(0, h, spec.index_select(0, h).mul_(resp))
+        return spec
+
+    # Forward FFTs and the responses before the pitch shift: one call per input size (and
+    # per source: the pitch shift's spans or the clips); then everything shares n_out.
+    n_bins = n_out // 2 + 1
+    spec_out = torch.empty(sel.numel(), n_bins, dtype=torch.complex64, device=dev)
+    where = torch.full((b,), -1, dtype=torch.long)
+    where[sel] = torch.arange(sel.numel())
+    keys = n_in[sel] * 2 + shifted[sel].long()
+    for key in torch.unique(keys).tolist():
+        group = sel[keys == key]
+        size_in = key >> 1
+        if key & 1:
+            src = spans.index_select(0, span_row[group].to(dev))
+        else:
+            src = x.index_select(0, group.to(dev))[:, 0].float()
+        spec = multiply(torch.fft.rfft(src, n=size_in), group, run[:cut], size_in, scale_dev[group.to(dev)])
+        if size_in != n_out:  # resampling: keep or zero-pad bins
+            spec = spec[:, :n_bins] if spec.shape[-1] >= n_bins else torch.nn.functional.pad(spec, (0, n_bins - spec.shape[-1]))
+            spec = spec * (n_out / size_in)
+        spec_out.index_copy_(0, where[group].to(dev), spec)
+    spec_out = multiply(spec_out, sel, run[cut + 1 :], n_out, torch.ones(sel.numel(), dtype=torch.float64, device=dev))
+    y = torch.fft.irfft(spec_out, n=n_out)[:, :t]
+    x.index_copy_(0, sel.to(dev), y.unsqueeze(1).to(x.dtype))
+    return drawn
 
 
 def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: int) -> DictConfig:
@@ -155,4 +325,4 @@ def build_augmentation(cfg: Mapping | DictConfig, sample_rate: int, crop_length:
     return AugmentationChain(crop_length, transforms)
 
 
-__all__ = ["AugmentConfig", "AugmentationChain", "build_augmentation", "validate_config"]
+__all__ = ["AugmentConfig", "AugmentationChain", "build_augmentation", "spectral_run", "validate_config"]

@@ -19,10 +19,12 @@ the given RT60.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,7 +33,10 @@ from torch import Tensor
 PITCH_CPU_CHUNK = 4
 
 #: Pitch-shift methods of :func:`pitch_shift` (``augment.pitch.method``).
-PITCH_METHODS = ("phase_vocoder", "resample")
+PITCH_METHODS = ("phase_vocoder", "resample", "wsola")
+
+#: Length of the fine table of :func:`delay_response` (bin k = q * _TABLE + r).
+_TABLE = 256
 
 #: 2 pi, for wrapping phase differences.
 TWO_PI = 2.0 * math.pi
@@ -115,6 +120,75 @@ def nearest_smooth_len(x: float, primes: Tuple[int, ...] = _STRETCH_PRIMES) -> i
     while down > 1 and not _is_smooth(down, primes):
         down -= 1
     return down if x - down < up - x else up
+
+
+#: Prime factors of the FFT sizes of the chain's shared pass (vcmr.audio.augment): sizes
+#: whose prime factors are all <= 13 are about as fast as 5-smooth ones (MKL, pocketFFT,
+#: cuFFT) and far denser, so pitch factors land close to the wanted ones. Real FFTs of odd
+#: sizes are several times slower, so the sizes are even.
+_PASS_PRIMES = (2, 3, 5, 7, 11, 13)
+#: Largest size in the tables of :func:`_pass_sizes` (2**22 samples: over 4 minutes at 16 kHz).
+_PASS_MAX = 1 << 22
+#: Output sizes :func:`pitch_grid` tries: up to this fraction above the smallest usable one,
+#: at most about this many of them.
+_PASS_SLACK = 0.1
+_PASS_CANDIDATES = 64
+
+
+@functools.lru_cache(maxsize=4)
+def _pass_sizes(multiple: int) -> Tuple[int, ...]:
+    """Every multiple of ``multiple`` up to :data:`_PASS_MAX` with prime factors in :data:`_PASS_PRIMES`, ascending."""
+    sizes = [1]
+    for p in _PASS_PRIMES:
+        grown = []
+        for v in sizes:
+            while v <= _PASS_MAX:
+                grown.append(v)
+                v *= p
+        sizes = grown
+    return tuple(sorted(v for v in set(sizes) if v % multiple == 0))
+
+
+def fast_pass_len(n: int) -> int:
+    """Smallest even integer >= ``n`` with prime factors <= 13 (a fast real FFT size, denser
+    than :func:`next_fast_len`)."""
+    sizes = _pass_sizes(2)
+    i = bisect.bisect_left(sizes, max(1, int(n)))
+    return sizes[i] if i < len(sizes) else next_fast_len(n)
+
+
+@functools.lru_cache(maxsize=1024)
+def pitch_grid(need: int, ratios: Tuple[float, ...]) -> Tuple[int, Tuple[int, ...]]:
+    """FFT sizes of pitch shifts by resampling that share one output size.
+
+    ``n_out >= need`` is chosen among the fast sizes up to :data:`_PASS_SLACK` above the
+    smallest so that the worst relative error of ``n_in[i] / n_out`` against ``ratios[i]``
+    is smallest, each ``n_in[i]`` being the fast size nearest to ``ratios[i] * n_out``
+    (fast: even, prime factors <= 13). Sharing ``n_out`` lets every example of a batch go
+    through one inverse FFT call. For clips of a few seconds the pitch factors are within
+    about 2 cents (0.12 %) of the wanted ones.
+
+    Args:
+        need: output samples the grid must hold (clip plus padding).
+        ratios: wanted frequency factors (> 0).
+
+    Returns:
+        ``(n_out, n_in)`` with ``n_in`` a tuple like ``ratios``; pitch factor ``n_in[i] / n_out``.
+    """
+    sizes = np.asarray(_pass_sizes(2), dtype=np.float64)
+    lo = fast_pass_len(need)
+    first = int(np.searchsorted(sizes, lo))
+    last = int(np.searchsorted(sizes, lo * (1.0 + _PASS_SLACK), side="right"))
+    if first >= len(sizes) or not ratios:
+        n_out = next_fast_len(need)
+        return n_out, tuple(nearest_smooth_len(r * n_out) for r in ratios)
+    outs = sizes[first:last][:: max(1, (last - first) // _PASS_CANDIDATES)]  # [C]
+    target = outs[:, None] * np.asarray(ratios, dtype=np.float64)[None, :]  # [C, R]
+    j = np.clip(np.searchsorted(sizes, target), 1, len(sizes) - 1)
+    below, above = sizes[j - 1], sizes[j]
+    n_in = np.where(target - below <= above - target, below, above)
+    best = int(np.argmin(np.abs(n_in / target - 1.0).max(axis=1)))
+    return int(outs[best]), tuple(int(v) for v in n_in[best])
 
 
 def _check_crop(crop_length: int, t_in: int) -> None:
@@ -262,7 +336,7 @@ def frequency_filter(
     b, _, t = x.shape
     cutoff = _per_example(cutoff_hz, x).view(b).float()
     hp = torch.as_tensor(highpass, device=x.device, dtype=torch.bool).expand(b)
-    pad = min(t, math.ceil(FILTER_PAD_PERIODS * sample_rate / float(cutoff.min())))
+    pad = min(t, filter_extent(cutoff, sample_rate))
     n = next_fast_len(t + pad)
     spec = torch.fft.rfft(x.float(), n=n)
     freqs = torch.fft.rfftfreq(n, d=1.0 / sample_rate, device=x.device)
@@ -492,6 +566,144 @@ def _reflect_to(x: Tensor, length: int) -> Tensor:
     return x
 
 
+# --------------------------------------------------------------------------------------
+# WSOLA time stretch (sox's ``tempo``), the time-domain half of the ``wsola`` pitch shift
+# --------------------------------------------------------------------------------------
+
+
+def wsola_sizes(sample_rate: int, segment_ms: float, search_ms: float, overlap_ms: float) -> Tuple[int, int, int]:
+    """Segment, search and overlap lengths in samples, rounded as sox's ``tempo`` rounds them.
+
+    ``segment = round(sr * segment_ms / 1000)``, ``search = round(sr * search_ms / 1000)``,
+    ``overlap = max(int(sr * overlap_ms / 1000 + 4.5), 16)`` rounded down to a multiple of 8
+    (minus 8 while twice the overlap exceeds the segment).
+
+    Returns:
+        ``(segment, search, overlap)`` in samples.
+    """
+    segment = int(sample_rate * segment_ms / 1000.0 + 0.5)
+    search = int(sample_rate * search_ms / 1000.0 + 0.5)
+    overlap = max(int(sample_rate * overlap_ms / 1000.0 + 4.5), 16) & ~7
+    while overlap * 2 > segment and overlap > 8:
+        overlap -= 8
+    return segment, search, overlap
+
+
+def _wsola_plan(ratio: Tensor, length: int, segment: int, overlap: int) -> Tuple[int, Tensor]:
+    """Number of segments and their nominal input positions ``[b, K]`` for outputs of ``length``."""
+    step = segment - overlap
+    k = max(1, math.ceil((length - overlap) / step))
+    # sox: the input skip after segment k totals round(factor * k * step), factor = 1 / ratio.
+    idx = torch.arange(k, dtype=torch.float64, device=ratio.device)
+    nominal = torch.floor(idx.view(1, -1) * step / ratio.view(-1, 1).double() + 0.5).long()
+    return k, nominal
+
+
+def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: int, overlap: int) -> None:
+    """Fill ``src[:, 1:]`` (``src[:, 0]`` given): segment ``k`` starts at ``nominal[:, k] + i``, ``i`` in
+    ``[0, search)`` minimising ``sum_j (xp[start + j] - xp[src[:, k - 1] + step + j])^2``, ``j < overlap``.
+
+    Every candidate span is known in advance (it starts at the nominal position), so their
+    spectra and window energies are computed for all segments at once; the sequential loop
+    only correlates each segment's span with the continuation chosen before it (one small FFT
+    pair per segment for the whole batch). On the CPU the loop runs in numpy/scipy, whose
+    small FFTs cost a fraction of torch's per-call overhead.
+    """
+    b, n_seg = src.shape
+    span = search + overlap - 1
+    n = next_fast_len(span)
+    rows = torch.arange(b, device=xp.device).view(b, 1)
+    spans = xp.unfold(-1, span, 1)[rows, nominal[:, 1:]]  # [b, K - 1, span]
+    # argmin of sum (c - buf)^2 = argmax of (c . buf - |c|^2 / 2) over candidates c; the
+    # continuation reversed: its convolution with a span is the correlation.
+    cum = torch.nn.functional.pad(spans.double().pow(2).cumsum(-1), (1, 0))
+    half_energy = (cum[..., overlap : overlap + search] - cum[..., :search]).mul_(0.5).float()  # [b, K - 1, search]
+    first = overlap - 1
+    if xp.device.type == "cpu":
+        import scipy.fft
+
+        xn, nom, out = xp.numpy(), nominal.numpy(), src.numpy()
+        spans_f = scipy.fft.rfft(spans.numpy(), n=n, axis=-1)
+        half_n = half_energy.numpy()
+        windows = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[..., ::-1]
+        r = np.arange(b)
+        for k in range(1, n_seg):
+            buf = windows[r, out[:, k - 1] + step]
+            conv = scipy.fft.irfft(spans_f[:, k - 1] * scipy.fft.rfft(buf, n=n, axis=-1), n=n, axis=-1)
+            out[:, k] = nom[:, k] + (conv[:, first : first + search] - half_n[:, k - 1]).argmax(-1)
+        return
+    spans_f = torch.fft.rfft(spans, n=n)
+    cont = torch.arange(overlap - 1, -1, -1, device=xp.device) + step
+    for k in range(1, n_seg):
+        buf = torch.gather(xp, 1, src[:, k - 1 : k] + cont)
+        conv = torch.fft.irfft(spans_f[:, k - 1] * torch.fft.rfft(buf, n=n), n=n)
+        src[:, k] = nominal[:, k] + (conv[:, first : first + search] - half_energy[:, k - 1]).argmax(-1)
+
+
+def wsola_stretch(
+    x: Tensor, ratio: Tensor | float, length: int, segment: int, search: int, overlap: int, lengths: Optional[Tensor] = None
+) -> Tensor:
+    """Stretch time by ``ratio[b]`` keeping pitch: sox's ``tempo`` (WSOLA) with factor ``1 / ratio``.
+
+    The output is cut into segments of ``segment`` samples that advance by ``segment - overlap``
+    and are joined by a linear cross-fade over ``overlap`` samples. Segment ``k`` is read from
+    the input near ``k (segment - overlap) / ratio``: of the ``search`` positions from there on,
+    the one whose first ``overlap`` samples differ least (sum of squares) from the natural
+    continuation of segment ``k - 1``. As in sox, the input is preceded by ``search // 2``
+    zeros, so the first segment starts with the clip. The clip is extended at its end by
+    mirroring where a segment reads past it. The search runs for all examples at once, one
+    segment after another; each example has its own ``ratio``.
+
+    Args:
+        x: ``[b, T]`` waveforms.
+        ratio: ``[b]`` (or scalar) stretch factors (> 1: longer; output duration ``ratio * T``).
+        length: output samples (every example).
+        segment, search, overlap: sizes in samples (see :func:`wsola_sizes`), ``2 overlap <= segment``.
+        lengths: optional ``[b]`` samples each example needs (<= ``length``); its samples past
+            that are then left unspecified, and it reads no further input than it needs.
+
+    Returns:
+        ``[b, length]`` float32 (possibly a view).
+    """
+    b, t = x.shape
+    if overlap <= 0 or 2 * overlap > segment or search < 1:
+        raise ValueError(f"WSOLA sizes need 0 < 2 * overlap <= segment and search >= 1, got {segment}, {search}, {overlap}")
+    r = torch.as_tensor(ratio, dtype=torch.float64).detach().cpu().expand(b)
+    step = segment - overlap
+    n_seg, nominal = _wsola_plan(r, length, segment, overlap)
+    if lengths is not None:
+        # An example stops advancing once its own output is covered.
+        own = ((torch.as_tensor(lengths).detach().cpu().view(b, 1) - overlap).clamp_min(1) + step - 1) // step
+        nominal = torch.minimum(nominal, nominal.gather(1, own.clamp(1, n_seg) - 1))
+    lead = search // 2
+    extra = max(0, int(nominal[:, -1].max()) + search + 2 * segment - t)
+    # Zeros ahead (as sox), the end mirrored (repeatedly for an extension longer than the clip).
+    parts = [x.new_zeros(b, lead, dtype=torch.float32), x.float()]
+    if extra:
+        parts.append(_reflect_to(x.float(), t + extra)[:, t:] if extra >= t else x[:, -extra - 1 : -1].flip(-1).float())
+    xp = torch.cat(parts, dim=-1)
+    dev = x.device
+    nominal = nominal.to(dev)
+    src = torch.empty(b, n_seg, dtype=torch.long, device=dev)
+    src[:, 0] = lead
+    if n_seg > 1:
+        # Every candidate span is known in advance (it starts at the nominal position), so
+        # their spectra and window energies are computed for all segments at once; the loop
+        # only correlates each segment's span with the continuation chosen before it.
+        # float64: near-ties between candidates are decided as sox decides them.
+        _wsola_search(xp, nominal, src, step, search, overlap)
+    # Segment k supplies output samples [k step, (k + 1) step); the first `overlap` of them
+    # (k >= 1) cross-fade with the continuation of segment k - 1. A last block continues the
+    # last segment (its `overlap` samples sox flushes at the end).
+    rows = torch.arange(b, device=dev).view(b, 1)
+    blocks = xp.unfold(-1, step, 1)[rows, torch.cat([src, src[:, -1:] + step], dim=1)]  # [b, K + 1, step]
+    if n_seg > 1:
+        fade = torch.arange(overlap, device=dev, dtype=blocks.dtype) / overlap
+        tails = xp.unfold(-1, overlap, 1)[rows, src[:, :-1] + step]  # [b, K - 1, overlap]
+        blocks[:, 1:n_seg, :overlap].lerp_(tails, 1.0 - fade)
+    return blocks.view(b, -1)[:, :length]
+
+
 def _shift_vocoder(group: Tensor, value: float, n_fft: int, hop_length: int) -> Tensor:
     """Phase-vocoder pitch shift of ``group: [b, T]`` by ``value`` semitones -> ``[b, T]``."""
     t = group.shape[-1]
@@ -530,14 +742,33 @@ def _shift_resample(group: Tensor, value: float) -> Tensor:
     return fft_resample(span, m)[..., :t]
 
 
+def _shift_wsola(group: Tensor, value: float, wsola: Tuple[int, int, int]) -> Tensor:
+    """sox-style pitch shift of ``group: [b, T]`` by ``value`` semitones -> ``[b, T]``.
+
+    WSOLA time stretch to a length ``L`` near ``2 ** (value / 12) * T`` with small prime
+    factors, then band-limited resampling back to ``T`` samples (pitch factor ``L / T``).
+    """
+    t = group.shape[-1]
+    stretched_len = nearest_smooth_len(t * 2.0 ** (value / 12.0))
+    return fft_resample(wsola_stretch(group, stretched_len / t, stretched_len, *wsola), t)
+
+
 def pitch_shift(
-    x: Tensor, semitones: Tensor | float, n_fft: int, hop_length: int, method: str = "phase_vocoder"
+    x: Tensor,
+    semitones: Tensor | float,
+    n_fft: int,
+    hop_length: int,
+    method: str = "phase_vocoder",
+    wsola: Optional[Tuple[int, int, int]] = None,
 ) -> Tensor:
     """Shift pitch by ``semitones[b]`` semitones keeping the length.
 
     ``phase_vocoder`` (tempo kept): each example is time-stretched by ``a = 2 ** (s / 12)``
     with a phase vocoder (length ``round(a * T)``), then resampled back to ``T`` samples
     (band-limited, via FFT), which multiplies every frequency by ``a``.
+
+    ``wsola`` (tempo kept; sox's ``pitch``, which CLMR's ``PitchShift`` calls): the same with a
+    WSOLA time stretch (:func:`wsola_stretch`) in place of the phase vocoder.
 
     ``resample`` (tempo changes too): the playback rate is multiplied by ``a``: the output
     is a band-limited resampling of a span ``a`` times as long as the output, so events
@@ -549,15 +780,18 @@ def pitch_shift(
     Args:
         x: ``[B, 1, T]`` waveform.
         semitones: ``[B]`` (or scalar) shifts in semitones (positive = higher).
-        n_fft: STFT size of the phase vocoder in samples (unused by ``resample``).
-        hop_length: STFT hop of the phase vocoder in samples (unused by ``resample``).
-        method: ``"phase_vocoder"`` or ``"resample"``.
+        n_fft: STFT size of the phase vocoder in samples (used by ``phase_vocoder`` only).
+        hop_length: STFT hop of the phase vocoder in samples (used by ``phase_vocoder`` only).
+        method: ``"phase_vocoder"``, ``"wsola"`` or ``"resample"``.
+        wsola: ``(segment, search, overlap)`` in samples (:func:`wsola_sizes`), for ``wsola``.
 
     Returns:
         ``[B, 1, T]``.
     """
     if method not in PITCH_METHODS:
         raise ValueError(f"pitch-shift method must be one of {PITCH_METHODS}, got {method!r}")
+    if method == "wsola" and wsola is None:
+        raise ValueError("the wsola pitch shift needs wsola=(segment, search, overlap) in samples")
     b, _, t = x.shape
     s = torch.as_tensor(semitones, dtype=torch.float64).detach().cpu().expand(b)
     out = x.clone()
@@ -570,10 +804,84 @@ def pitch_shift(
             group = x.index_select(0, idx).reshape(-1, t).float()
             if method == "phase_vocoder":
                 y = _shift_vocoder(group, value, n_fft, hop_length)
+            elif method == "wsola":
+                y = _shift_wsola(group, value, wsola)
             else:
                 y = _shift_resample(group, value)
             out.index_copy_(0, idx, y.view(-1, 1, t).to(x.dtype))
     return out
+
+
+def pitch_span(x: Tensor, length: int, stretch: Optional[Tuple[Tensor, Tuple[int, int, int]]] = None) -> Tensor:
+    """The input a pitch shift resamples: ``[b, length]`` from ``x: [b, T]``.
+
+    Without ``stretch`` (the ``resample`` method): the first ``length`` samples, the clip
+    mirrored at its end where it is shorter. With ``stretch = (ratio [b], (segment, search,
+    overlap))`` (the ``wsola`` method): the WSOLA stretch of each example by its ``ratio``.
+    """
+    if stretch is not None:
+        ratio, sizes = stretch
+        return wsola_stretch(x, ratio, length, *sizes)
+    return x[..., :length] if length <= x.shape[-1] else _reflect_to(x, length)
+
+
+@functools.lru_cache(maxsize=64)
+def _bin_indices(n: int, device: torch.device) -> Tensor:
+    """``[n // 2 + 1]`` float64 bin numbers ``0 .. n // 2``, built once per size and device."""
+    return torch.arange(n // 2 + 1, dtype=torch.float64, device=device)
+
+
+def delay_response(delay_samples: Tensor, n: int, volume: float | Tensor, device: torch.device) -> Tensor:
+    """Frequency response ``1 + volume * exp(-2 pi i k d / n)`` of an echo, on an ``n``-point grid.
+
+    ``exp(-2 pi i k d / n)`` for ``k = q * 256 + r`` is the product of two small float64 tables
+    (``q`` and ``r`` terms), so the long axis costs one complex multiplication.
+
+    Args:
+        delay_samples: ``[b]`` delays in samples (may be fractional: a band-limited delay).
+        n: FFT size.
+        volume: gain of the delayed copy (scalar or ``[b]``).
+        device: where the result goes.
+
+    Returns:
+        ``[b, n // 2 + 1]`` complex64.
+    """
+    n_bins = n // 2 + 1
+    d = torch.as_tensor(delay_samples, dtype=torch.float64).to(device).view(-1, 1)
+    v = torch.as_tensor(volume, dtype=torch.float64).to(device).expand(d.shape[0]).reshape(-1, 1)
+    fine = torch.arange(_TABLE, dtype=torch.float64, device=device)
+    coarse = torch.arange(-(-n_bins // _TABLE), dtype=torch.float64, device=device) * _TABLE
+    # Turns reduced modulo 1 in float64 before the angle, so long delays keep their precision.
+    w_fine = torch.polar(v, torch.remainder(fine * d / n, 1.0) * (-2.0 * math.pi)).to(torch.complex64)
+    w_coarse = torch.polar(torch.ones_like(d), torch.remainder(coarse * d / n, 1.0) * (-2.0 * math.pi))
+    echo = w_coarse.to(torch.complex64).unsqueeze(-1) * w_fine.unsqueeze(1)  # [b, Q, 256]
+    return echo.view(d.shape[0], -1)[:, :n_bins].add_(1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _log_bin_freqs(n: int, sample_rate: int, device: torch.device) -> Tensor:
+    """``ln f`` of the bins of an ``n``-point real FFT at ``sample_rate`` (``-inf`` at 0 Hz), float32."""
+    return torch.log(_bin_indices(n, device) * (sample_rate / n)).float()
+
+
+def butterworth_on_grid(
+    n: int, sample_rate: int, cutoff_hz: Tensor, order: int, highpass: Tensor, device: torch.device
+) -> Tensor:
+    """:func:`butterworth_response` on the bins of an ``n``-point real FFT: ``[b, n // 2 + 1]`` float32.
+
+    Written as ``1 / sqrt(1 + exp(2 n s (ln f - ln fc)))`` with ``s = 1`` (low-pass) or
+    ``-1`` (high-pass, ``|H| = 1 / sqrt(1 + (fc / f)^2n)``): four passes over the grid.
+    """
+    log_f = _log_bin_freqs(n, sample_rate, device)
+    sign = torch.where(highpass.to(device).view(-1, 1), -2.0 * order, 2.0 * order)
+    log_fc = torch.log(cutoff_hz.to(device, torch.float64)).float().view(-1, 1)
+    q = (log_f - log_fc).mul_(sign).exp_()
+    return q.add_(1.0).rsqrt_()
+
+
+def filter_extent(cutoff_hz: Tensor, sample_rate: int) -> int:
+    """Samples on each side over which :func:`frequency_filter`'s response is not negligible."""
+    return math.ceil(FILTER_PAD_PERIODS * sample_rate / float(cutoff_hz.min()))
 
 
 def synthetic_rir(
@@ -644,12 +952,16 @@ __all__ = [
     "PITCH_METHODS",
     "add_noise",
     "butterworth_response",
+    "butterworth_on_grid",
     "center_crop",
     "check_batch",
     "crop",
     "delay",
+    "delay_response",
     "fft_convolve",
+    "fast_pass_len",
     "fft_resample",
+    "filter_extent",
     "frequency_filter",
     "gain",
     "highpass",
@@ -658,9 +970,13 @@ __all__ = [
     "nearest_smooth_len",
     "next_fast_len",
     "phase_vocoder",
+    "pitch_grid",
     "pitch_shift",
+    "pitch_span",
     "polarity_inversion",
     "random_crop",
     "reverb",
     "synthetic_rir",
+    "wsola_sizes",
+    "wsola_stretch",
 ]

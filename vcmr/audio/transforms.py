@@ -28,16 +28,22 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from vcmr.audio.dsp import (
+    FILTER_PAD_PERIODS,
     PITCH_METHODS,
     add_noise,
+    butterworth_on_grid,
     check_batch,
     delay,
+    delay_response,
     frequency_filter,
     gain,
     pitch_shift,
+    pitch_span,
     polarity_inversion,
     reverb,
     synthetic_rir,
+    wsola_sizes,
+    wsola_stretch,
 )
 from vcmr.audio.dsp_clmr import add_noise_std, mix_delay, sinc_filter, sinc_half_size, sox_reverb
 from vcmr.config import ConfigError
@@ -160,6 +166,41 @@ class RandomTransform(nn.Module):
         scaling, else ``None`` (then :meth:`apply` is used)."""
         return None
 
+    # --- folding into the chain's shared FFT pass (vcmr.audio.augment) ------------------
+    #: ``"lti"``: a linear time-invariant transform; the chain may apply it as a frequency
+    #: response inside one FFT pass shared with its neighbours (:meth:`spectral_response`).
+    #: ``"resample"``: a pitch shift whose last step is band-limited resampling, which the same
+    #: pass can do (:class:`RandomPitchShift`). ``""``: applied on its own.
+    spectral_role: str = ""
+
+    def spectral_extent(self, params: Params) -> Tensor:
+        """``[b]`` samples by which each picked example's output may extend beyond its input,
+        both sides together (the zero padding the shared FFT pass needs)."""
+        return torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long)
+
+    def spectral_state(self, params: Params, length: int, device: torch.device, generator: Optional[torch.Generator]) -> Any:
+        """What :meth:`spectral_response` needs for the picked examples (``params``: their draws).
+
+        Called where :meth:`apply` would run, so any random draw comes at the same point of
+        the generator's stream."""
+        return params
+
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
+        """Frequency response ``[len(rows), n // 2 + 1]`` (real or complex) of the picked examples
+        ``rows`` (indices into the picked sub-batch) on an ``n``-point real FFT grid.
+
+        ``time_scale[i]``: how much longer than the clip the signal on that grid is (a WSOLA
+        stretch before a pitch shift's resampling), for responses defined in time (delays)."""
+        raise NotImplementedError
+
+    def draw(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Params:
+        """The application mask (``"apply"``) and :meth:`sample` of a batch, in that order."""
+        # Always draw the same amount per call so the stream does not depend on p.
+        mask = torch.rand(batch_size, generator=generator, device=_draw_device(generator)) < self.p
+        params = self.sample(batch_size, generator)
+        params["apply"] = mask
+        return params
+
     def forward_with_params(
         self, x: Tensor, generator: Optional[torch.Generator] = None, inplace: bool = False
     ) -> Tuple[Tensor, Params]:
@@ -170,10 +211,8 @@ class RandomTransform(nn.Module):
         """
         check_batch(x)
         b = x.shape[0]
-        # Always draw the same amount per call so the stream does not depend on p.
-        mask = torch.rand(b, generator=generator, device=_draw_device(generator)) < self.p
-        params = self.sample(b, generator)
-        params["apply"] = mask
+        params = self.draw(b, generator)
+        mask = params["apply"]
         idx = torch.nonzero(mask.cpu()).view(-1)
         if idx.numel() == 0:
             return x, params
@@ -349,6 +388,19 @@ class RandomFilter(RandomTransform):
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
         return frequency_filter(x, params["cutoff_hz"], self.sample_rate, self.order, params["highpass"].to(x.device))
 
+    spectral_role = "lti"
+
+    def spectral_extent(self, params: Params) -> Tensor:
+        return torch.ceil(2.0 * FILTER_PAD_PERIODS * self.sample_rate / params["cutoff_hz"].cpu()).long()
+
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
+        # Defined in Hz: a WSOLA stretch keeps frequencies, so time_scale does not enter.
+        dev = time_scale.device
+        return butterworth_on_grid(
+            n, self.sample_rate, state["cutoff_hz"][rows.to(state["cutoff_hz"].device)], self.order,
+            state["highpass"][rows.to(state["highpass"].device)], dev,
+        )
+
     def extra_repr(self) -> str:
         return f"p={self.p}, highpass_prob={self.highpass_prob}, order={self.order}"
 
@@ -396,13 +448,102 @@ class RandomDelay(RandomTransform):
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
         return delay(x, params["delay_samples"], self.volume)
 
+    spectral_role = "lti"
+
+    def spectral_extent(self, params: Params) -> Tensor:
+        return params["delay_samples"].cpu().long()
+
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
+        d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(time_scale.device).double()
+        return delay_response(d * time_scale, n, self.volume, time_scale.device)
+
+
+class _PitchTransform(RandomTransform):
+    """What the two pitch shifts share: the method, its settings and the chain's FFT-pass hooks.
+
+    ``method``: ``wsola`` (sox's ``pitch``: WSOLA time stretch, then band-limited resampling;
+    tempo kept), ``phase_vocoder`` (the same with a phase vocoder) or ``resample``
+    (playback-rate change: tempo changes too). ``n_fft``/``hop_length`` are the vocoder's STFT;
+    ``segment_ms``/``search_ms``/``overlap_ms`` are WSOLA's (sox's ``tempo`` options).
+    """
+
+    def __init__(
+        self,
+        p: float,
+        n_fft: int,
+        hop_length: int,
+        method: str,
+        segment_ms: Optional[float],
+        search_ms: Optional[float],
+        overlap_ms: Optional[float],
+        sample_rate: Optional[int],
+        key: str,
+    ):
+        super().__init__(p)
+        if method not in PITCH_METHODS:
+            raise ConfigError(f"augment.{key}.method = {method!r}: must be one of {', '.join(PITCH_METHODS)}")
+        self.n_fft, self.hop_length, self.method = int(n_fft), int(hop_length), str(method)
+        self.wsola: Optional[Tuple[int, int, int]] = None
+        if method == "wsola":
+            if None in (segment_ms, search_ms, overlap_ms, sample_rate):
+                raise ConfigError(f"augment.{key}: the wsola method needs segment_ms, search_ms, overlap_ms and the sample rate")
+            self.wsola = wsola_sizes(int(sample_rate), float(segment_ms), float(search_ms), float(overlap_ms))
+        self.spectral_role = "resample" if method in ("resample", "wsola") else ""
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
+        if cfg.hop_length <= 0 or cfg.hop_length > cfg.n_fft:
+            _fail(path, "hop_length", cfg.hop_length, f"must be in [1, {path}.n_fft={cfg.n_fft}]")
+        if cfg.n_fft < 2 or cfg.n_fft % 2:
+            _fail(path, "n_fft", cfg.n_fft, "must be an even number >= 2")
+        if cfg.method not in PITCH_METHODS:
+            _fail(path, "method", cfg.method, f"must be one of {', '.join(PITCH_METHODS)}")
+        if cfg.p > 0 and cfg.method == "phase_vocoder" and cfg.n_fft > crop_length:
+            _fail(path, "n_fft", cfg.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
+        for key in ("segment_ms", "search_ms", "overlap_ms"):
+            if cfg[key] <= 0:
+                _fail(path, key, cfg[key], "must be > 0 milliseconds")
+        if cfg.p > 0 and cfg.method == "wsola":
+            segment, search, overlap = wsola_sizes(sample_rate, cfg.segment_ms, cfg.search_ms, cfg.overlap_ms)
+            if search < 1:
+                _fail(path, "search_ms", cfg.search_ms, f"under one sample at {sample_rate} Hz")
+            if 2 * overlap > segment:
+                _fail(path, "segment_ms", cfg.segment_ms, f"{segment} samples hold less than twice the overlap ({overlap} samples)")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | DictConfig, sample_rate: int) -> "_PitchTransform":
+        return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
+
+    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
+        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length, self.method, self.wsola)
+
+    # --- the chain's FFT pass (spectral_role "resample") ----------------------------------
+
+    def target_ratio(self, params: Params) -> Tensor:
+        """``[b]`` float64 frequency factors ``2 ** (semitones / 12)`` of the picked examples."""
+        return torch.pow(2.0, params["semitones"].detach().cpu().double() / 12.0)
+
+    def time_scale(self, ratio: Tensor) -> Tensor:
+        """How much longer than the clip the signal that gets resampled is (``[b]``): ``ratio``
+        after a WSOLA stretch, 1 for ``resample`` (a span of the clip itself)."""
+        return ratio.clone() if self.method == "wsola" else torch.ones_like(ratio)
+
+    def span(self, x: Tensor, ratio: Tensor, lengths: Tensor, length: int) -> Tensor:
+        """``[b, length]`` signal whose band-limited resampling by ``ratio[b]`` is the output
+        (:func:`vcmr.audio.dsp.pitch_span`); example ``b`` needs ``lengths[b]`` samples."""
+        if self.method == "wsola":
+            return wsola_stretch(x, ratio, length, *self.wsola, lengths=lengths)
+        return pitch_span(x, length)
+
 
 @dataclasses.dataclass
 class PitchConfig:
     """Pitch shift by semitones drawn from ``min..max`` in ``step_semitones`` steps (0 excluded).
 
-    ``method``: ``phase_vocoder`` (keeps tempo; ``n_fft``/``hop_length`` are its STFT) or
-    ``resample`` (playback-rate change: also changes tempo; ignores ``n_fft``/``hop_length``).
+    ``method``: ``wsola`` (sox's pitch shift: WSOLA stretch, then resampling; keeps tempo;
+    ``segment_ms``/``search_ms``/``overlap_ms`` are its settings), ``phase_vocoder`` (keeps
+    tempo; ``n_fft``/``hop_length`` are its STFT) or ``resample`` (playback-rate change: also
+    changes tempo).
     """
 
     p: float = MISSING
@@ -412,9 +553,12 @@ class PitchConfig:
     n_fft: int = MISSING
     hop_length: int = MISSING
     method: str = MISSING
+    segment_ms: float = MISSING
+    search_ms: float = MISSING
+    overlap_ms: float = MISSING
 
 
-class RandomPitchShift(RandomTransform):
+class RandomPitchShift(_PitchTransform):
     """Pitch shift by semitones drawn from a grid (0 excluded), batched per distinct value."""
 
     Config = PitchConfig
@@ -428,11 +572,12 @@ class RandomPitchShift(RandomTransform):
         n_fft: int,
         hop_length: int,
         method: str = "phase_vocoder",
+        segment_ms: Optional[float] = None,
+        search_ms: Optional[float] = None,
+        overlap_ms: Optional[float] = None,
+        sample_rate: Optional[int] = None,
     ):
-        super().__init__(p)
-        if method not in PITCH_METHODS:
-            raise ConfigError(f"augment.pitch.method = {method!r}: must be one of {', '.join(PITCH_METHODS)}")
-        self.n_fft, self.hop_length, self.method = int(n_fft), int(hop_length), str(method)
+        super().__init__(p, n_fft, hop_length, method, segment_ms, search_ms, overlap_ms, sample_rate, "pitch")
         grid = _grid(min_semitones, max_semitones, step_semitones)
         self.semitones = [round(v, 9) for v in grid if abs(v) > 1e-9]
 
@@ -441,27 +586,17 @@ class RandomPitchShift(RandomTransform):
         if cfg.step_semitones <= 0:
             _fail(path, "step_semitones", cfg.step_semitones, "the semitone grid step must be > 0")
         _check_range(cfg, path, "min_semitones", "max_semitones")
-        if cfg.hop_length <= 0 or cfg.hop_length > cfg.n_fft:
-            _fail(path, "hop_length", cfg.hop_length, f"must be in [1, {path}.n_fft={cfg.n_fft}]")
-        if cfg.n_fft < 2 or cfg.n_fft % 2:
-            _fail(path, "n_fft", cfg.n_fft, "must be an even number >= 2")
-        if cfg.method not in PITCH_METHODS:
-            _fail(path, "method", cfg.method, f"must be one of {', '.join(PITCH_METHODS)}")
-        if cfg.p > 0 and cfg.method == "phase_vocoder" and cfg.n_fft > crop_length:
-            _fail(path, "n_fft", cfg.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
+        super().validate(cfg, path, sample_rate, crop_length)
 
     def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
         if not self.semitones:
             return {"semitones": torch.zeros(batch_size, dtype=torch.float64)}
         return {"semitones": _choice(batch_size, torch.tensor(self.semitones, dtype=torch.float64), generator)}
 
-    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
-        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length, self.method)
-
     def extra_repr(self) -> str:
         return (
             f"p={self.p}, method={self.method}, semitones={self.semitones}, "
-            f"n_fft={self.n_fft}, hop_length={self.hop_length}"
+            f"n_fft={self.n_fft}, hop_length={self.hop_length}, wsola={self.wsola}"
         )
 
 
@@ -524,6 +659,21 @@ class RandomReverb(RandomTransform):
         ir_len = min(self.ir_length, x.shape[-1])
         rir = synthetic_rir(params["rt60_s"], ir_len, self.sample_rate, generator, device=x.device)
         return reverb(x, rir, params["wet"])
+
+    spectral_role = "lti"
+
+    def spectral_extent(self, params: Params) -> Tensor:
+        return torch.full(params["wet"].shape, self.ir_length, dtype=torch.long)
+
+    def spectral_state(self, params: Params, length: int, device: torch.device, generator: Optional[torch.Generator]) -> Any:
+        # The same draw, at the same point of the stream, as apply().
+        rir = synthetic_rir(params["rt60_s"], min(self.ir_length, length), self.sample_rate, generator, device=device)
+        return {"rir": rir.view(rir.shape[0], -1), "wet": params["wet"].to(device, torch.float32)}
+
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
+        rows = rows.to(state["rir"].device)
+        wet = state["wet"][rows].view(-1, 1)
+        return torch.fft.rfft(state["rir"][rows], n=n).mul_(wet).add_(1.0 - wet)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, rt60_s={self.rt60_range}, wet={self.wet_range}, ir_length={self.ir_length}"
@@ -688,13 +838,25 @@ class RandomMixDelay(RandomTransform):
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
         return mix_delay(x, params["delay_samples"], self.volume)
 
+    spectral_role = "lti"
+
+    def spectral_extent(self, params: Params) -> Tensor:
+        return params["delay_samples"].cpu().long()
+
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
+        d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(time_scale.device).double()
+        return delay_response(d * time_scale, n, self.volume, time_scale.device).mul_(0.5)
+
     def extra_repr(self) -> str:
         return f"p={self.p}, delays_ms={self.delays_ms}, volume={self.volume}"
 
 
 @dataclasses.dataclass
 class PitchCentsConfig:
-    """CLMR's pitch shift: an integer number of cents drawn uniformly in ``[min_cents, max_cents]`` (0 included)."""
+    """CLMR's pitch shift: an integer number of cents drawn uniformly in ``[min_cents, max_cents]`` (0 included).
+
+    ``method`` and its settings as in :class:`PitchConfig`; ``wsola`` is sox's own algorithm.
+    """
 
     p: float = MISSING
     min_cents: int = MISSING
@@ -702,31 +864,36 @@ class PitchCentsConfig:
     n_fft: int = MISSING
     hop_length: int = MISSING
     method: str = MISSING
+    segment_ms: float = MISSING
+    search_ms: float = MISSING
+    overlap_ms: float = MISSING
 
 
-class RandomPitchCents(RandomTransform):
+class RandomPitchCents(_PitchTransform):
     """Pitch shift by ``c`` cents, ``c`` a uniform integer in ``[min_cents, max_cents]`` (``random.randint``)."""
 
     Config = PitchCentsConfig
 
-    def __init__(self, p: float, min_cents: int, max_cents: int, n_fft: int, hop_length: int, method: str):
-        super().__init__(p)
-        if method not in PITCH_METHODS:
-            raise ConfigError(f"augment.pitch_cents.method = {method!r}: must be one of {', '.join(PITCH_METHODS)}")
+    def __init__(
+        self,
+        p: float,
+        min_cents: int,
+        max_cents: int,
+        n_fft: int,
+        hop_length: int,
+        method: str,
+        segment_ms: Optional[float] = None,
+        search_ms: Optional[float] = None,
+        overlap_ms: Optional[float] = None,
+        sample_rate: Optional[int] = None,
+    ):
+        super().__init__(p, n_fft, hop_length, method, segment_ms, search_ms, overlap_ms, sample_rate, "pitch_cents")
         self.cents_range = (int(min_cents), int(max_cents))
-        self.n_fft, self.hop_length, self.method = int(n_fft), int(hop_length), str(method)
 
     @classmethod
     def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
         _check_range(cfg, path, "min_cents", "max_cents")
-        if cfg.hop_length <= 0 or cfg.hop_length > cfg.n_fft:
-            _fail(path, "hop_length", cfg.hop_length, f"must be in [1, {path}.n_fft={cfg.n_fft}]")
-        if cfg.n_fft < 2 or cfg.n_fft % 2:
-            _fail(path, "n_fft", cfg.n_fft, "must be an even number >= 2")
-        if cfg.method not in PITCH_METHODS:
-            _fail(path, "method", cfg.method, f"must be one of {', '.join(PITCH_METHODS)}")
-        if cfg.p > 0 and cfg.method == "phase_vocoder" and cfg.n_fft > crop_length:
-            _fail(path, "n_fft", cfg.n_fft, f"the STFT window must not exceed the crop ({crop_length} samples)")
+        super().validate(cfg, path, sample_rate, crop_length)
 
     def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
         lo, hi = self.cents_range
@@ -734,11 +901,8 @@ class RandomPitchCents(RandomTransform):
         cents = torch.randint(lo, hi + 1, (batch_size,), generator=generator, device=dev)
         return {"cents": cents, "semitones": cents.double() / 100.0}
 
-    def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
-        return pitch_shift(x, params["semitones"], self.n_fft, self.hop_length, self.method)
-
     def extra_repr(self) -> str:
-        return f"p={self.p}, cents={self.cents_range}, method={self.method}, n_fft={self.n_fft}, hop_length={self.hop_length}"
+        return f"p={self.p}, cents={self.cents_range}, method={self.method}, n_fft={self.n_fft}, hop_length={self.hop_length}, wsola={self.wsola}"
 
 
 @dataclasses.dataclass
