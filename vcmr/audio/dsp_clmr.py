@@ -269,14 +269,30 @@ def _tail_samples(feedback: Tensor, combs: Tensor) -> Tensor:
     return combs.amax(dim=(1, 2)).double() * (math.log(REVERB_TAIL_DECAY) / torch.log(f))
 
 
-def _phasor(k: Tensor, delay: Tensor, roots: Tensor) -> Tensor:
-    """``z^-delay`` at ``z = exp(2 pi i k / n)``: ``[b, A, K]`` complex64 for delays ``[b, A]``.
+#: Fine table length of :func:`_phasor` (bin k = q * _TABLE + r).
+_TABLE = 256
 
-    ``roots[m] = exp(-2 pi i m / n)``; the exponent ``k * delay mod n`` is reduced exactly in
-    integers, so long delays keep full precision and no sine is evaluated per bin.
+
+def _phasor(n: int, delay: Tensor, device: torch.device) -> Tensor:
+    """``z^-delay`` at ``z = exp(2 pi i k / n)``, ``k = 0 .. n // 2``: ``[b, A, n // 2 + 1]`` complex64
+    for integer delays ``[b, A]``.
+
+    ``exp(-2 pi i k d / n)`` for ``k = q * 256 + r`` is the product of a coarse (``q``) and a
+    fine (``r``) table, each computed in float64 from ``(k d) mod n`` reduced exactly in
+    integers: one complex multiplication per bin, full precision for long delays.
     """
-    n = roots.numel()
-    return roots[(k.view(1, 1, -1) * delay.to(k.device).unsqueeze(-1)) % n]
+    n_bins = n // 2 + 1
+    d = delay.to(device=device, dtype=torch.int64).unsqueeze(-1)  # [b, A, 1]
+    fine = torch.arange(_TABLE, dtype=torch.int64, device=device)
+    coarse = torch.arange(-(-n_bins // _TABLE), dtype=torch.int64, device=device) * _TABLE
+    scale = -2.0 * math.pi / n
+
+    def table(k: Tensor) -> Tensor:
+        turns = ((k * d) % n).double() * scale
+        return torch.polar(torch.ones_like(turns), turns).to(torch.complex64)
+
+    out = table(coarse).unsqueeze(-1) * table(fine).unsqueeze(-2)  # [b, A, Q, 256]
+    return out.flatten(-2)[..., :n_bins]
 
 
 def _sox_reverb_chunk(x: Tensor, coef: Dict[str, Tensor], combs: Tensor, allpasses: Tensor, pre: int) -> Tensor:
@@ -286,23 +302,23 @@ def _sox_reverb_chunk(x: Tensor, coef: Dict[str, Tensor], combs: Tensor, allpass
     tail = float(_tail_samples(coef["feedback"], combs).max())
     ap_tail = int(allpasses.max()) * math.ceil(math.log(REVERB_TAIL_DECAY) / math.log(ALLPASS_FEEDBACK))
     n = next_fast_len(t + pre + int(math.ceil(tail)) + ap_tail)
-    k = torch.arange(n // 2 + 1, dtype=torch.int64, device=dev)
-    m = torch.arange(n, dtype=torch.float64, device=dev)
-    roots = torch.polar(torch.ones_like(m), m * (-2 * math.pi / n)).to(torch.complex64)
-    z1 = _phasor(k, torch.ones(1, 1, dtype=torch.int64), roots)  # [1, 1, K]
+    z1 = _phasor(n, torch.ones(1, 1, dtype=torch.int64), dev)  # [1, 1, K]
     fb = coef["feedback"].float().to(dev).view(b, 1, 1)
     damp = coef["hf_damping"].float().to(dev).view(b, 1, 1)
-    lp = 1 - damp * z1
-    wet = torch.zeros(b, combs.shape[1], k.numel(), dtype=torch.complex64, device=dev)
+    lp = 1 - damp * z1  # [b, 1, K]
+    inv_lp = lp.reciprocal()
+    loop = (-fb * (1 - damp)).to(torch.complex64)
+    wet = torch.zeros(b, combs.shape[1], z1.shape[-1], dtype=torch.complex64, device=dev)
     for j in range(combs.shape[-1]):
-        zn = _phasor(k, combs[..., j], roots)
-        wet += zn * lp / (lp - fb * (1 - damp) * zn)
+        # z^-N lp / (lp - f (1 - d) z^-N) = z^-N / (1 - f (1 - d) z^-N / lp)
+        zn = _phasor(n, combs[..., j], dev)
+        wet += zn / (zn * inv_lp).mul_(loop).add_(1.0)
     for j in range(allpasses.shape[-1]):
-        zm = _phasor(k, allpasses[..., j], roots)
-        wet *= (1.5 * zm - 1) / (1 - ALLPASS_FEEDBACK * zm)
+        zm = _phasor(n, allpasses[..., j], dev)
+        wet *= (zm * 1.5).sub_(1.0).div_(zm.mul_(-ALLPASS_FEEDBACK).add_(1.0))
     h = coef["gain"].float().to(dev).view(b, 1) * wet.mean(dim=1)  # mean over the arrays (sox "channels 1")
     if pre:
-        h = h * _phasor(k, torch.full((1, 1), pre, dtype=torch.int64), roots).view(1, -1)
+        h = h * _phasor(n, torch.full((1, 1), pre, dtype=torch.int64), dev).view(1, -1)
     xf = x.float().view(b, t)
     y = torch.fft.irfft(torch.fft.rfft(xf, n=n) * h, n=n)[:, :t]
     return (xf + y).clamp(-1.0, 1.0).view(b, 1, t).to(x.dtype)
