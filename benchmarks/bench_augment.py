@@ -1,26 +1,31 @@
-"""Throughput of the batched augmentation chain against a per-example audiomentations chain.
+"""Throughput of the batched augmentation chains against a per-example audiomentations chain.
 
-Both chains use the probabilities and parameter ranges of the same config
-(``config/augment/clmr.yaml`` by default) on the same synthetic music, in the same run:
+Three chains, in the same run, on the same synthetic music and the same batches:
 
-* torch: :func:`vcmr.audio.augment.build_augmentation`, whole batches on ``--device``, once
-  with the config's pitch method and once with ``pitch.method=resample``;
-* reference: audiomentations, one clip at a time on the CPU (PolarityInversion,
-  AddGaussianSNR, Gain, OneOf(HighPassFilter, LowPassFilter), a numpy delay (audiomentations
-  has none), PitchShift, ApplyImpulseResponse over synthetic room responses written to a
-  temporary folder), after a numpy random crop. It is single-threaded numpy/scipy.
+* default: :func:`vcmr.audio.augment.build_augmentation` from ``--config``
+  (``config/augment/clmr.yaml``: WSOLA pitch shift, filter, delay, pitch and reverb in one
+  FFT pass), whole batches on ``--device``;
+* CLMR-exact: the same from ``--exact-config`` (``config/augment/clmr_exact.yaml``: julius
+  sinc filter, CLMR's delay, pitch in cents, sox's reverb);
+* reference: audiomentations, one clip at a time on the CPU, with the probabilities and
+  ranges of ``--config`` (PolarityInversion, AddGaussianSNR, Gain, OneOf(HighPassFilter,
+  LowPassFilter), a numpy delay (audiomentations has none), PitchShift,
+  ApplyImpulseResponse over synthetic room responses written to a temporary folder), after a
+  numpy random crop. It is single-threaded numpy/scipy (and signalsmith-stretch's C++).
 
 For each torch thread count in ``--threads`` (set with ``torch.set_num_threads`` in this
-process) the three chains take turns batch by batch, ``--reps`` batches each, so that load
-from other processes slows them alike; rates are medians over the batches. Before measuring,
-the script waits (up to ``--max-wait-s``) for the 1-minute load average to drop below
-``--max-load`` and prints it either way.
+process) the chains take turns batch by batch, ``--reps`` batches each, so that load from
+other processes slows them alike; rates are medians over the batches. Before measuring, the
+script waits (up to ``--max-wait-s``) for the 1-minute load average to drop below
+``--max-load`` and prints it either way, and again after each thread count.
 
 Run by hand (needs the ``dev`` extra for audiomentations)::
 
-    python benchmarks/bench_augment.py --batch 32 --reps 7 --threads 1 2
+    python benchmarks/bench_augment.py --batch 32 --reps 5 --threads 1 2
 
-It prints clips per second of every chain, the ratios, and per-transform times.
+It prints clips per second of every chain and the ratios to audiomentations side by side,
+then each chain's milliseconds per batch step by step (a step is one transform, or the
+transforms the chain runs in one FFT pass, named ``a+b+c``).
 """
 
 from __future__ import annotations
@@ -36,11 +41,10 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from vcmr.audio.augment import AugmentationChain, build_augmentation
-from vcmr.audio.dsp import synthetic_rir
+from vcmr.audio.augment import AugmentationChain, build_augmentation, spectral_run
+from vcmr.audio.dsp import random_crop, synthetic_rir
 from vcmr.audio.io import save_audio
 from vcmr.config import load_config
 from vcmr.demo.synth import random_spec, render
@@ -50,7 +54,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "config" / "augment" / "clmr.yaml"), help="augment YAML")
+    ap.add_argument("--config", default=str(ROOT / "config" / "augment" / "clmr.yaml"), help="augment YAML (default chain)")
+    ap.add_argument(
+        "--exact-config",
+        default=str(ROOT / "config" / "augment" / "clmr_exact.yaml"),
+        help="augment YAML of the CLMR-exact chain ('' leaves it out)",
+    )
     ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chains (= clips per turn)")
     ap.add_argument("--reps", type=int, default=7, help="timed batches per chain and thread count")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch CPU thread counts to measure")
@@ -138,46 +147,55 @@ def reference_chain(cfg, sample_rate: int, ir_dir: Path, pitch_method: str) -> L
 
 
 class TorchTimer:
-    """Times the batched chain, one batch per call; also each transform inside it."""
+    """Times the batched chain, one batch per call, and each of its steps.
+
+    The steps are the chain's own (:meth:`AugmentationChain.runs`: a transform, or transforms
+    run in one FFT pass), called as the chain calls them; the warm-up checks that the result
+    equals the chain's.
+    """
 
     def __init__(self, chain: AugmentationChain, songs: np.ndarray, batch: int, device: str, seed: int):
         self.dev = torch.device(device)
         self.chain = copy.deepcopy(chain).to(self.dev)
+        self.runs = self.chain.runs()
         self.x = torch.from_numpy(songs[np.arange(batch) % len(songs)]).unsqueeze(1).to(self.dev)
         self.gen = torch.Generator(device=self.dev).manual_seed(seed)
         self.rates: List[float] = []
-        self.parts: Dict[str, List[float]] = {"crop": []}
-        self._current: Dict[str, float] = {}
-        for name, t in self.chain.transforms.items():
-            self.parts[name] = []
-            t.forward_with_params = self._timed(name, t.forward_with_params)
-        self.chain(self.x, self.gen)  # warm-up: FFT plans, cached windows
-        self._sync()
-
-    def _timed(self, name: str, fn: Callable) -> Callable:
-        def run(*args, **kwargs):
-            start = time.perf_counter()
-            out = fn(*args, **kwargs)
-            self._sync()
-            self._current[name] = time.perf_counter() - start
-            return out
-
-        return run
+        self.parts: Dict[str, List[float]] = {"crop": []} | {"+".join(run): [] for run in self.runs}
+        # Warm-up (FFT plans, cached windows and sizes), and the steps give the chain's output.
+        ours = self._run(torch.Generator(device=self.dev).manual_seed(seed), {})
+        theirs = self.chain(self.x, torch.Generator(device=self.dev).manual_seed(seed))
+        assert torch.equal(ours, theirs), "the timed steps differ from the chain"
 
     def _sync(self) -> None:
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
 
-    def step(self) -> None:
-        self._current = {}
+    def _run(self, gen: torch.Generator, acc: Dict[str, float]) -> torch.Tensor:
         start = time.perf_counter()
-        out = self.chain(self.x, self.gen)
+        out = random_crop(self.x, self.chain.crop_length, gen)
+        if out.data_ptr() == self.x.data_ptr():
+            out = out.clone()
         self._sync()
+        acc["crop"] = time.perf_counter() - start
+        for run in self.runs:
+            start = time.perf_counter()
+            if len(run) == 1:
+                out, _ = self.chain.transforms[run[0]].forward_with_params(out, gen, inplace=True)
+            else:
+                spectral_run(out, [(name, self.chain.transforms[name]) for name in run], gen)
+            self._sync()
+            acc["+".join(run)] = time.perf_counter() - start
+        return out
+
+    def step(self) -> None:
+        acc: Dict[str, float] = {}
+        start = time.perf_counter()
+        out = self._run(self.gen, acc)
         seconds = time.perf_counter() - start
         assert out.shape == (self.x.shape[0], 1, self.chain.crop_length)
         self.rates.append(out.shape[0] / seconds)
-        self.parts["crop"].append(seconds - sum(self._current.values()))
-        for name, s in self._current.items():
+        for name, s in acc.items():
             self.parts[name].append(s)
 
 
@@ -226,16 +244,14 @@ def main() -> None:
     if args.input_length < args.clip_length:
         raise SystemExit(f"--input-length ({args.input_length}) must be >= --clip-length ({args.clip_length})")
     songs = make_songs(args.n_songs, sr, args.input_length, args.seed)
-    variants = {cfg.pitch.method: cfg}
-    if cfg.pitch.method != "resample":
-        other = OmegaConf.to_container(cfg)
-        other["pitch"]["method"] = "resample"
-        variants["resample"] = OmegaConf.create(other)
-    chains = {m: build_augmentation(c, sr, args.clip_length) for m, c in variants.items()}
+    chains = {"default": build_augmentation(cfg, sr, args.clip_length)}
+    if args.exact_config:
+        chains["CLMR-exact"] = build_augmentation(load_config(args.exact_config).augment, sr, args.clip_length)
 
     print(
-        f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); config {args.config}; "
-        f"torch {torch.__version__}; device {args.device}; batch {args.batch}; {args.reps} batches per chain"
+        f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); "
+        f"default chain {args.config}; CLMR-exact chain {args.exact_config or '-'}; torch {torch.__version__}; "
+        f"device {args.device}; batch {args.batch}; {args.reps} batches per chain"
     )
     load = wait_for_quiet(args.max_load, args.max_wait_s)
     print(f"load average before: {load:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
@@ -250,32 +266,33 @@ def main() -> None:
             save_audio(Path(tmp) / f"ir_{i}.wav", irs[i, 0].numpy(), sr)
         for n_threads in args.threads:
             torch.set_num_threads(n_threads)
-            timers = {m: TorchTimer(c, songs, args.batch, args.device, args.seed) for m, c in chains.items()}
+            timers = {name: TorchTimer(c, songs, args.batch, args.device, args.seed) for name, c in chains.items()}
             steps = reference_chain(cfg, sr, Path(tmp), args.pitch_method)
             ref = ReferenceTimer(steps, songs, args.clip_length, sr, args.seed)
+            load_before = os.getloadavg()[0]
             # Interleave the chains batch by batch so that a busy machine slows them alike.
             for _ in tqdm(range(args.reps), desc=f"{n_threads} thread(s)", leave=False):
                 for timer in timers.values():
                     timer.step()
                 ref.step(args.batch)
-            results.append((n_threads, timers, ref, os.getloadavg()[0]))
+            results.append((n_threads, timers, ref, load_before, os.getloadavg()[0]))
 
-    ref_name = f"audiomentations (PitchShift {args.pitch_method}, per example)"
-    for n_threads, timers, ref, load_after in results:
+    ref_name = f"audiomentations (PitchShift {args.pitch_method})"
+    names = list(chains)
+    print(f"\n{'torch threads':<14s}{'load 1 min':>12s}" + "".join(f"{n + ' clips/s':>22s}" for n in names)
+          + f"{'audiomentations clips/s':>26s}" + "".join(f"{n + ' ratio':>20s}" for n in names))
+    for n_threads, timers, ref, load_before, load_after in results:
         ref_rate = statistics.median(ref.rates)
-        print(f"\n== torch threads: {n_threads}  (load average after: {load_after:.2f})")
-        for method, timer in timers.items():
-            print(f"torch batched chain, pitch {method:<14s}: {statistics.median(timer.rates):8.1f} clips/s")
-        print(f"{ref_name}: {ref_rate:8.1f} clips/s")
-        for method, timer in timers.items():
-            print(f"ratio torch ({method}) / audiomentations: {statistics.median(timer.rates) / ref_rate:6.2f}x")
-        names = list(ref.parts)
-        header = "per-transform ms per batch of %d (median)" % args.batch
-        cols = [f"torch {m}" for m in timers] + ["audiomentations"]
-        print(f"{header:<42s}" + "".join(f"{c:>26s}" for c in cols))
-        for name in dict.fromkeys(list(next(iter(timers.values())).parts) + names):
-            row = [median_ms(t.parts.get(name, [])) for t in timers.values()] + [median_ms(ref.parts.get(name, []))]
-            print(f"  {name:<40s}" + "".join(f"{v:26.1f}" for v in row))
+        rates = [statistics.median(timers[n].rates) for n in names]
+        print(f"{n_threads:<14d}{f'{load_before:.1f}-{load_after:.1f}':>12s}" + "".join(f"{r:22.1f}" for r in rates)
+              + f"{ref_rate:26.1f}" + "".join(f"{r / ref_rate:19.2f}x" for r in rates))
+    print(f"(reference: {ref_name}, per example; ratio = torch clips/s / audiomentations clips/s)")
+    for n_threads, timers, ref, _, _ in results:
+        print(f"\n== ms per batch of {args.batch} (median), torch threads: {n_threads}")
+        for name, timer in list(timers.items()) + [(ref_name, ref)]:
+            print(f"  {name}:")
+            for step, values in timer.parts.items():
+                print(f"    {step:<44s}{median_ms(values):10.1f}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from vcmr.audio.dsp import check_batch, fast_pass_len, pitch_grid, random_crop
+from vcmr.audio.dsp import check_batch, fast_pass_len, pitch_grid, random_crop, rfft_padded
 from vcmr.audio.transforms import TRANSFORMS, Params, RandomTransform, check_probability
 from vcmr.config import ConfigError
 
@@ -252,7 +252,7 @@ def spectral_run(
             src = spans.index_select(0, span_row[group].to(dev))
         else:
             src = x.index_select(0, group.to(dev))[:, 0].float()
-        spec = multiply(torch.fft.rfft(src, n=size_in), group, run[:cut], size_in, scale_dev[group.to(dev)])
+        spec = multiply(rfft_padded(src, size_in), group, run[:cut], size_in, scale_dev[group.to(dev)])
         if size_in != n_out:  # resampling: keep or zero-pad bins
             spec = spec[:, :n_bins] if spec.shape[-1] >= n_bins else torch.nn.functional.pad(spec, (0, n_bins - spec.shape[-1]))
             spec = spec * (n_out / size_in)

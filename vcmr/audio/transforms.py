@@ -41,6 +41,7 @@ from vcmr.audio.dsp import (
     pitch_span,
     polarity_inversion,
     reverb,
+    rfft_padded,
     synthetic_rir,
     wsola_sizes,
     wsola_stretch,
@@ -673,7 +674,7 @@ class RandomReverb(RandomTransform):
     def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
         rows = rows.to(state["rir"].device)
         wet = state["wet"][rows].view(-1, 1)
-        return torch.fft.rfft(state["rir"][rows], n=n).mul_(wet).add_(1.0 - wet)
+        return rfft_padded(state["rir"][rows], n).mul_(wet).add_(1.0 - wet)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, rt60_s={self.rt60_range}, wet={self.wet_range}, ir_length={self.ir_length}"
