@@ -32,7 +32,7 @@ from vcmr.config import (
     required,
     to_container,
 )
-from vcmr.data.audio_folder import AudioFolderDataModule, write_report
+from vcmr.data.audio_folder import AudioFolderDataModule, append_report
 from vcmr.losses import NTXentLoss
 from vcmr.models.build import build_component, component_spec
 from vcmr.models.export import save_encoder
@@ -204,7 +204,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     for r in dm.rejected[:10]:
         rank_zero_print(f"    rejected {r.relpath}: {r.reason}")
     trainer = fit(cfg, module, dm, run_dir, ckpt_path,
-                  before_fit=lambda d: write_report(d / "rejected_files.tsv", dm.rejected))
+                  before_fit=lambda d: append_report(d / "rejected_files.tsv", dm.rejected))
 
     export_path = run_dir / "export" / "encoder.safetensors"
     if trainer.is_global_zero:

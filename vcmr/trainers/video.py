@@ -36,7 +36,7 @@ from vcmr.config import (
     to_container,
 )
 from vcmr.data.video_music import VideoMusicDataModule
-from vcmr.losses import CrossModalInfoNCE, CrossModalNTXent, NTXentLoss, VideoMusicLoss
+from vcmr.losses import CrossModalInfoNCE, CrossModalNTXent, NTXentLoss, VideoMusicLoss, gather_with_grad
 from vcmr.metrics.retrieval import cross_modal_retrieval
 from vcmr.models.build import FROZEN_BN, build_music_video_model
 from vcmr.models.export import MODEL_FILE, save_encoder, save_model
@@ -192,9 +192,9 @@ class VideoMusicModule(StageModule):
         a = torch.cat(self._val_audio)
         v = torch.cat(self._val_video)
         if self.trainer.world_size > 1:
-            # Rank the whole validation set, not each rank's share.
-            a = self.all_gather(a).flatten(0, 1)
-            v = self.all_gather(v).flatten(0, 1)
+            # Rank the whole validation set, not each rank's share (ranks may hold different
+            # numbers of items when a batch lost unreadable files).
+            a, v = gather_with_grad(a), gather_with_grad(v)
         metrics = cross_modal_retrieval(a, v, ks=self.retrieval_ks)
         for key, value in metrics.items():
             self.log(f"val/{key}", float(value), prog_bar=key in ("a2v/R@1", "v2a/R@1"), sync_dist=False)
