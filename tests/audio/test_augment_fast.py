@@ -231,3 +231,23 @@ def test_fused_chain_is_reproducible_and_finite():
     y1, y2 = chain(x, gen(9)), chain(x, gen(9))
     assert torch.equal(y1, y2) and torch.isfinite(y1).all() and y1.shape == (16, 1, 12000)
     assert not torch.equal(y1, chain(x, gen(10)))
+
+
+@pytest.mark.parametrize("method", ["wsola", "resample"])
+def test_fused_pass_leaves_room_for_the_reverb(method):
+    # A clip silent for its first second: a downward shift plays it slower and the reverb is
+    # causal, so the output stays silent at first (nothing wraps around from the end).
+    x = torch.cat([torch.zeros(6, 1, SR), 0.3 * torch.randn(6, 1, SR, generator=gen(5))], dim=-1)
+    chain = AugmentationChain(
+        2 * SR,
+        {
+            "pitch": T.RandomPitchShift(1.0, -7.0, 7.0, 14.0, 1024, 256, method, 82.0, 14.68, 12.0, sample_rate=SR),
+            "reverb": T.RandomReverb(1.0, SR, 0.5, 0.5, 1.0, 1.0, 1.0),
+        },
+    )
+    y, drawn = chain.forward_with_params(x, gen(1))
+    # Silent for 1 s / a at least (resample plays it a times faster; wsola keeps tempo).
+    first = int(0.9 * SR / max(1.0, float(2 ** (drawn["pitch"]["semitones"].max() / 12))))
+    assert set(drawn["pitch"]["semitones"].tolist()) == {-7.0, 7.0}
+    assert y[..., : first - 400].abs().max() < 2e-3  # resampling ripple only (-45 dB)
+    assert y[..., first + 2000 :].abs().max() > 1e-2
