@@ -213,7 +213,7 @@ def spectral_run(
         spans = pitch[1].span(x[p_idx.to(dev), 0], eff[p_idx], lengths, int(lengths.max()))
         # Past its own length a span holds no signal: zeros, the room the responses ring into.
         past = torch.arange(spans.shape[-1], device=dev).view(1, -1) >= lengths.to(dev).view(-1, 1)
-        spans = spans.masked_fill(past, 0.0)
+        spans.masked_fill_(past, 0.0)  # spans is a fresh tensor (or a view of one)
         span_row = torch.full((b,), -1, dtype=torch.long)
         span_row[p_idx] = torch.arange(p_idx.numel())
     else:

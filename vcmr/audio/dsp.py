@@ -619,9 +619,11 @@ def _wsola_plan(ratio: Tensor, length: int, segment: int, overlap: int) -> Tuple
     return k, nominal
 
 
-def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: int, overlap: int) -> None:
+def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: int, overlap: int, counts: Tensor) -> None:
     """Fill ``src[:, 1:]`` (``src[:, 0]`` given): segment ``k`` starts at ``nominal[:, k] + i``, ``i`` in
     ``[0, search)`` minimising ``sum_j (xp[start + j] - xp[src[:, k - 1] + step + j])^2``, ``j < overlap``.
+    Example ``b`` needs its first ``counts[b]`` segments; later ones get their nominal start
+    (plus ``search // 2``), a valid position.
 
     Every candidate span is known in advance (it starts at the nominal position), so their
     spectra and window energies are computed for all segments at once; the sequential loop
@@ -646,11 +648,17 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
         spans_f = scipy.fft.rfft(spans.numpy(), n=n, axis=-1)
         half_n = half_energy.numpy()
         windows = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[..., ::-1]
-        r = np.arange(b)
+        out[:, 1:] = nom[:, 1:] + search // 2
+        # Examples that need the most segments first: segment k is searched for a prefix.
+        need = counts.numpy()
+        order = np.argsort(-need, kind="stable")
         for k in range(1, n_seg):
-            buf = windows[r, out[:, k - 1] + step]
-            conv = scipy.fft.irfft(spans_f[:, k - 1] * scipy.fft.rfft(buf, n=n, axis=-1), n=n, axis=-1)
-            out[:, k] = nom[:, k] + (conv[:, first : first + search] - half_n[:, k - 1]).argmax(-1)
+            act = order[: int((need > k).sum())]
+            if act.size == 0:
+                break
+            buf = windows[act, out[act, k - 1] + step]
+            conv = scipy.fft.irfft(spans_f[act, k - 1] * scipy.fft.rfft(buf, n=n, axis=-1), n=n, axis=-1)
+            out[act, k] = nom[act, k] + (conv[:, first : first + search] - half_n[act, k - 1]).argmax(-1)
         return
     spans_f = torch.fft.rfft(spans, n=n)
     cont = torch.arange(overlap - 1, -1, -1, device=xp.device) + step
@@ -691,10 +699,12 @@ def wsola_stretch(
     r = torch.as_tensor(ratio, dtype=torch.float64).detach().cpu().expand(b)
     step = segment - overlap
     n_seg, nominal = _wsola_plan(r, length, segment, overlap)
+    counts = torch.full((b,), n_seg, dtype=torch.long)
     if lengths is not None:
-        # An example stops advancing once its own output is covered.
-        own = ((torch.as_tensor(lengths).detach().cpu().view(b, 1) - overlap).clamp_min(1) + step - 1) // step
-        nominal = torch.minimum(nominal, nominal.gather(1, own.clamp(1, n_seg) - 1))
+        # An example stops advancing once its own output is covered (one block past it).
+        own = ((torch.as_tensor(lengths).detach().cpu().view(b) - overlap).clamp_min(1) + step - 1) // step
+        counts = (own + 1).clamp(1, n_seg)
+        nominal = torch.minimum(nominal, nominal.gather(1, counts.view(b, 1) - 1))
     lead = search // 2
     extra = max(0, int(nominal[:, -1].max()) + search + 2 * segment - t)
     # Zeros ahead (as sox), the end mirrored (repeatedly for an extension longer than the clip).
@@ -711,7 +721,7 @@ def wsola_stretch(
         # their spectra and window energies are computed for all segments at once; the loop
         # only correlates each segment's span with the continuation chosen before it.
         # float64: near-ties between candidates are decided as sox decides them.
-        _wsola_search(xp, nominal, src, step, search, overlap)
+        _wsola_search(xp, nominal, src, step, search, overlap, counts)
     # Segment k supplies output samples [k step, (k + 1) step); the first `overlap` of them
     # (k >= 1) cross-fade with the continuation of segment k - 1. A last block continues the
     # last segment (its `overlap` samples sox flushes at the end).
