@@ -251,3 +251,9 @@ def test_fused_pass_leaves_room_for_the_reverb(method):
     assert set(drawn["pitch"]["semitones"].tolist()) == {-7.0, 7.0}
     assert y[..., : first - 400].abs().max() < 2e-3  # resampling ripple only (-45 dB)
     assert y[..., first + 2000 :].abs().max() > 1e-2
+
+
+def test_rfft_padded_equals_rfft_with_n():
+    x = torch.randn(3, 1, 1000, generator=gen(2))
+    for n in (1000, 1536, 4000, 700):
+        torch.testing.assert_close(D.rfft_padded(x, n), torch.fft.rfft(x, n=n), atol=1e-5, rtol=0)

@@ -358,7 +358,7 @@ def frequency_filter(
     hp = torch.as_tensor(highpass, device=x.device, dtype=torch.bool).expand(b)
     pad = min(t, filter_extent(cutoff, sample_rate))
     n = next_fast_len(t + pad)
-    spec = torch.fft.rfft(x.float(), n=n)
+    spec = rfft_padded(x.float(), n)
     freqs = torch.fft.rfftfreq(n, d=1.0 / sample_rate, device=x.device)
     spec = spec * butterworth_response(freqs, cutoff, order, hp).unsqueeze(1)
     return torch.fft.irfft(spec, n=n)[..., :t].to(x.dtype)
@@ -958,7 +958,7 @@ def fft_convolve(x: Tensor, h: Tensor) -> Tensor:
     """
     t = x.shape[-1]
     n = next_fast_len(t + h.shape[-1] - 1)
-    y = torch.fft.irfft(torch.fft.rfft(x.float(), n=n) * torch.fft.rfft(h.float(), n=n), n=n)
+    y = torch.fft.irfft(rfft_padded(x.float(), n) * rfft_padded(h.float(), n), n=n)
     return y[..., :t].to(x.dtype)
 
 

@@ -25,7 +25,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
-from vcmr.audio.dsp import _per_example, check_batch, next_fast_len
+from vcmr.audio.dsp import _per_example, check_batch, next_fast_len, rfft_padded
 
 #: julius' default number of zero crossings kept on each side of the sinc.
 SINC_ZEROS = 8
@@ -104,7 +104,7 @@ def sinc_filter(x: Tensor, cutoff_hz: Tensor, sample_rate: int, highpass: Tensor
     xf = x.float()
     padded = torch.nn.functional.pad(xf, (h_max, h_max), mode="replicate")  # [B, 1, T + 2H]
     n = next_fast_len(padded.shape[-1] + bank.shape[-1] - 1)
-    spec = torch.fft.rfft(padded, n=n) * torch.fft.rfft(bank.to(x.device).view(b, 1, -1), n=n)
+    spec = rfft_padded(padded, n) * rfft_padded(bank.to(x.device).view(b, 1, -1), n)
     low = torch.fft.irfft(spec, n=n)[..., 2 * h_max : 2 * h_max + t]
     hp = torch.as_tensor(highpass, device=x.device).view(b, 1, 1)
     return torch.where(hp, xf - low, low).to(x.dtype)
@@ -320,7 +320,7 @@ def _sox_reverb_chunk(x: Tensor, coef: Dict[str, Tensor], combs: Tensor, allpass
     if pre:
         h = h * _phasor(n, torch.full((1, 1), pre, dtype=torch.int64), dev).view(1, -1)
     xf = x.float().view(b, t)
-    y = torch.fft.irfft(torch.fft.rfft(xf, n=n) * h, n=n)[:, :t]
+    y = torch.fft.irfft(rfft_padded(xf, n) * h, n=n)[:, :t]
     return (xf + y).clamp(-1.0, 1.0).view(b, 1, t).to(x.dtype)
 
 
