@@ -26,13 +26,16 @@ def test_cached_notes_are_read_only():
         note[0] = 1.0
 
 
-def test_song_peak_and_pitch():
-    spec = SongSpec(timbre="sine", drums="none", tempo=120.0, key=0, mode="major", seed=1)
+@pytest.mark.parametrize("key", [0, 5])
+def test_song_peak_and_tonic_pedal(key):
+    spec = SongSpec(timbre="sine", drums="none", tempo=120.0, key=key, mode="major", seed=1)
     y = render(spec, 8000, 4.0)
     assert y.dtype == np.float32 and y.shape == (32000,)
     assert np.max(np.abs(y)) == pytest.approx(0.9, abs=1e-6)
-    # The bass plays the tonic A2 (110 Hz) on every beat of the first bar (chord I).
-    spec_mag = np.abs(np.fft.rfft(y[:16000] * np.hanning(16000)))
+    # The bass holds the tonic an octave below A3 + key in every bar (bar 1: chord I, bar 2: chord V).
+    tonic = 110.0 * 2 ** (key / 12)
     freqs = np.fft.rfftfreq(16000, 1 / 8000)
     low = (freqs > 60) & (freqs < 200)
-    assert freqs[low][np.argmax(spec_mag[low])] == pytest.approx(110.0, abs=1.0)
+    for bar in (y[:16000], y[16000:]):
+        mag = np.abs(np.fft.rfft(bar * np.hanning(16000)))
+        assert freqs[low][np.argmax(mag[low])] == pytest.approx(tonic, abs=1.0)

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 #: Bumped whenever ``render`` changes its output, so cached demo data is regenerated.
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 
 TIMBRES: Tuple[str, ...] = ("sine", "square", "saw", "pluck", "organ")
 DRUM_PATTERNS: Tuple[str, ...] = ("none", "rock", "four_on_floor", "breakbeat")
@@ -172,9 +172,10 @@ def render(spec: SongSpec, sample_rate: int, duration: float) -> np.ndarray:
         for semi in chord:
             _add(out, _tone(spec.timbre, float(_midi_hz(semi)), int(4 * beat * sample_rate), sample_rate),
                  int(bar_start * sample_rate), 0.12)
-        # Bass on every beat, root one octave down.
+        # Bass on every beat: a pedal on the tonic, one octave down, so that even a crop
+        # shorter than the progression names the key.
         for b in range(4):
-            f = float(_midi_hz(chord[0] - 12))
+            f = float(_midi_hz(spec.key - 12))
             _add(out, _tone("sine", f, int(beat * sample_rate * 0.9), sample_rate),
                  int((bar_start + b * beat) * sample_rate), 0.3)
         # Melody: eighth notes from the scale, stepping near chord tones.

@@ -37,7 +37,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from vcmr.config import with_values
-from vcmr.demo.synth import DRUM_PATTERNS, TIMBRES, SongSpec, random_spec, render
+from vcmr.demo.synth import DRUM_PATTERNS, SYNTH_VERSION, TIMBRES, SongSpec, random_spec, render
 from vcmr.utils import atomic_path, atomic_write_text, cache_dir, progress_bar
 from vcmr.video.writer import write_video
 
@@ -233,6 +233,7 @@ def _demo_key(cfg) -> str:
     view["demo"] = OmegaConf.to_container(cfg.demo, resolve=True)
     view["demo"].pop("enabled", None)
     view["generator_version"] = GENERATOR_VERSION
+    view["synth_version"] = SYNTH_VERSION  # a changed soundtrack is a new dataset too
     return hashlib.sha1(json.dumps(view, sort_keys=True).encode()).hexdigest()[:10]
 
 
