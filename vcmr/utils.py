@@ -22,6 +22,26 @@ def cache_dir() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` (created if missing) for the ``with`` block.
+
+    Serialises processes that fill the same cache folder (e.g. DDP ranks asking for the
+    same demo data). POSIX ``flock``; a no-op where ``fcntl`` is missing (Windows).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 #: Prefix of the hidden folders that hold files being written (see :func:`atomic_path`).
 TMP_PREFIX = ".tmp-"
 

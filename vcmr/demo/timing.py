@@ -29,7 +29,6 @@ Files (``<cache>/<name>_<hash>/``; :func:`ensure_timing_dataset`):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,7 +39,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from omegaconf import MISSING, DictConfig
 
-from vcmr.utils import atomic_write_text, cache_dir, progress_bar
+from vcmr.utils import atomic_write_text, cache_dir, file_lock, progress_bar
 from vcmr.video.writer import write_video
 
 SPECS_NAME = "timing_specs.jsonl"
@@ -256,21 +255,6 @@ def _key(s: TimingSettings, builder: Sequence[str]) -> str:
     return hashlib.sha1(json.dumps(view, sort_keys=True).encode()).hexdigest()[:10]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_timing_dataset(s: TimingSettings, builder: Sequence[str] = (), root: Optional[str | os.PathLike] = None,
                           progress: bool = True) -> Path:
     """Generate the videos and build the dataset from them (reused when complete).
@@ -294,7 +278,7 @@ def ensure_timing_dataset(s: TimingSettings, builder: Sequence[str] = (), root: 
     base = (Path(root) if root is not None else cache_dir()) / f"{s.name}_{_key(s, overrides)}"
     videos, dataset = base / "videos", base / "dataset"
     base.mkdir(parents=True, exist_ok=True)
-    with _locked(base / ".lock"):
+    with file_lock(base / ".lock"):
         make_timing_videos(videos, s, progress)
         cfg = load_config("preprocess_demo.yaml", [*overrides, f"progress={str(progress).lower()}"],
                           schema=PreprocessConfig)

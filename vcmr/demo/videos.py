@@ -24,21 +24,20 @@ SongSpec fields, ``cuts`` (seconds) and ``oneshot``.
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
 
 from vcmr.config import with_values
 from vcmr.demo.synth import DRUM_PATTERNS, SYNTH_VERSION, TIMBRES, SongSpec, random_spec, render
-from vcmr.utils import atomic_path, atomic_write_text, cache_dir, progress_bar
+from vcmr.utils import atomic_path, atomic_write_text, cache_dir, file_lock, progress_bar
 from vcmr.video.writer import write_video
 
 SPECS_NAME = "specs.jsonl"
@@ -266,7 +265,7 @@ def ensure_demo_dataset(cfg_overrides: Sequence[str] | Any = (), config: str = "
     base = base / f"{cfg.demo.name}_{_demo_key(cfg)}"
     videos, dataset = base / "videos", base / "dataset"
     base.mkdir(parents=True, exist_ok=True)
-    with _locked(base / ".lock"):  # several processes (e.g. DDP ranks) may ask at once
+    with file_lock(base / ".lock"):  # several processes (e.g. DDP ranks) may ask at once
         make_demo_videos(videos, DemoVideoSettings.from_config(cfg.demo), bool(cfg.progress), int(cfg.num_workers))
         run_cfg = OmegaConf.merge(cfg, {"input": str(videos), "output": str(dataset)})
         summary = build(run_cfg)
@@ -277,22 +276,6 @@ def ensure_demo_dataset(cfg_overrides: Sequence[str] | Any = (), config: str = "
             with atomic_path(specs) as tmp:
                 shutil.copyfile(videos / SPECS_NAME, tmp)
     return dataset
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` (POSIX); a no-op where ``fcntl`` is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
