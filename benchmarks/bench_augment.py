@@ -19,6 +19,10 @@ other processes slows them alike; rates are medians over the batches. Before mea
 script waits (up to ``--max-wait-s``) for the 1-minute load average to drop below
 ``--max-load`` and prints it either way, and again after each thread count.
 
+The script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it (see the comment at
+the imports); ``OMP_WAIT_POLICY=ACTIVE python benchmarks/bench_augment.py`` measures torch's
+default spinning threads.
+
 Run by hand (needs the ``dev`` extra for audiomentations)::
 
     python benchmarks/bench_augment.py --batch 32 --reps 5 --threads 1 2
@@ -30,24 +34,32 @@ transforms the chain runs in one FFT pass, named ``a+b+c``).
 
 from __future__ import annotations
 
-import argparse
-import copy
 import os
-import statistics
-import tempfile
-import time
-from pathlib import Path
-from typing import Callable, Dict, List, Tuple
 
-import numpy as np
-import torch
-from tqdm import tqdm
+# torch's OpenMP worker threads sleep between parallel regions instead of spinning: on a
+# machine shared with other busy processes, a spinning thread takes a core from the thread
+# that runs the chain's sequential steps (the WSOLA search), which made 2-thread runs several
+# times slower than 1-thread ones. Read when torch loads its OpenMP runtime, so before
+# `import torch`; a value set in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from vcmr.audio.augment import AugmentationChain, build_augmentation, spectral_run
-from vcmr.audio.dsp import random_crop, synthetic_rir
-from vcmr.audio.io import save_audio
-from vcmr.config import load_config
-from vcmr.demo.synth import random_spec, render
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, Dict, List, Tuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from vcmr.audio.augment import AugmentationChain, build_augmentation, spectral_run  # noqa: E402
+from vcmr.audio.dsp import random_crop, synthetic_rir  # noqa: E402
+from vcmr.audio.io import save_audio  # noqa: E402
+from vcmr.config import load_config  # noqa: E402
+from vcmr.demo.synth import random_spec, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -251,7 +263,8 @@ def main() -> None:
     print(
         f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); "
         f"default chain {args.config}; CLMR-exact chain {args.exact_config or '-'}; torch {torch.__version__}; "
-        f"device {args.device}; batch {args.batch}; {args.reps} batches per chain"
+        f"device {args.device}; batch {args.batch}; {args.reps} batches per chain; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
     )
     load = wait_for_quiet(args.max_load, args.max_wait_s)
     print(f"load average before: {load:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min) on {os.cpu_count()} CPUs")

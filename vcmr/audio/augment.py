@@ -225,24 +225,15 @@ def spectral_run(
         r = torch.full((b,), -1, dtype=torch.long)
         r[picked[name]] = torch.arange(picked[name].numel())
         rows_of[name] = r
-    scale_dev = scale.to(dev)
+    # Resampling maps input bin k to output bin k, so a response on the input grid is the same
+    # response on the output grid with its frequencies multiplied by the pitch factor and its
+    # delays divided by it: every response is computed and applied once, on the output grid,
+    # for the whole run.
+    warp_dev, scale_dev = (n_in.double() / n_out).to(dev), scale.to(dev)
+    ones = torch.ones(b, dtype=torch.float64, device=dev)
 
-    def multiply(spec: Tensor, group: Tensor, stage, n: int, tscale: Tensor) -> Tensor:
-        for name, tr in stage:
-            r = rows_of[name][group]
-            hit = torch.nonzero(r >= 0).view(-1)
-            if hit.numel() == 0:
-                continue
-            h = hit.to(dev)
-            resp = tr.spectral_response(states[name], r[hit], n, tscale[h])
-            if hit.numel() == group.numel():
-                spec = spec.mul_(resp)
-            else:
-                spec.index_copy_(0, h, spec.index_select(0, h).mul_(resp))
-        return spec
-
-    # Forward FFTs and the responses before the pitch shift: one call per input size (and
-    # per source: the pitch shift's spans or the clips); then everything shares n_out.
+    # Forward FFTs: one call per input size (and per source: the pitch shift's spans or the
+    # clips); each spectrum is then cut or zero-padded to the output size (the resampling).
     n_bins = n_out // 2 + 1
     spec_out = torch.empty(sel.numel(), n_bins, dtype=torch.complex64, device=dev)
     where = torch.full((b,), -1, dtype=torch.long)
@@ -255,12 +246,28 @@ def spectral_run(
             src = spans.index_select(0, span_row[group].to(dev))
         else:
             src = x.index_select(0, group.to(dev))[:, 0].float()
-        spec = multiply(rfft_padded(src, size_in), group, run[:cut], size_in, scale_dev[group.to(dev)])
-        if size_in != n_out:  # resampling: keep or zero-pad bins
+        spec = rfft_padded(src, size_in)
+        if size_in != n_out:
             spec = spec[:, :n_bins] if spec.shape[-1] >= n_bins else torch.nn.functional.pad(spec, (0, n_bins - spec.shape[-1]))
             spec = spec * (n_out / size_in)
         spec_out.index_copy_(0, where[group].to(dev), spec)
-    spec_out = multiply(spec_out, sel, run[cut + 1 :], n_out, torch.ones(sel.numel(), dtype=torch.float64, device=dev))
+    # The responses, in chain order (they commute; the order only fixes rounding).
+    for i, (name, tr) in enumerate(run):
+        if i == cut or name not in subs:
+            continue
+        r = rows_of[name][sel]
+        hit = torch.nonzero(r >= 0).view(-1)
+        rows_b = sel[hit].to(dev)
+        before = i < cut
+        resp = tr.spectral_response(
+            states[name], r[hit], n_out, scale_dev[rows_b] if before else ones[rows_b],
+            warp_dev[rows_b] if before else ones[rows_b],
+        )
+        if hit.numel() == sel.numel():
+            spec_out.mul_(resp)
+        else:
+            h = hit.to(dev)
+            spec_out.index_copy_(0, h, spec_out.index_select(0, h).mul_(resp))
     y = torch.fft.irfft(spec_out, n=n_out)[:, :t]
     x.index_copy_(0, sel.to(dev), y.unsqueeze(1).to(x.dtype))
     return drawn

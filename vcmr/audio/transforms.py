@@ -186,12 +186,16 @@ class RandomTransform(nn.Module):
         the generator's stream."""
         return params
 
-    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
         """Frequency response ``[len(rows), n // 2 + 1]`` (real or complex) of the picked examples
-        ``rows`` (indices into the picked sub-batch) on an ``n``-point real FFT grid.
+        ``rows`` (indices into the picked sub-batch) on the bins of an ``n``-point real FFT.
 
-        ``time_scale[i]``: how much longer than the clip the signal on that grid is (a WSOLA
-        stretch before a pitch shift's resampling), for responses defined in time (delays)."""
+        For a transform the chain applies before a pitch shift, the grid is the output's:
+        ``warp[i]`` is the factor by which the pitch shift then multiplies frequencies (the
+        transform's frequency ``f`` sits at ``f * warp``), and ``time_scale[i]`` how much longer
+        than the clip the signal the transform acts on is (a WSOLA stretch), for responses
+        defined in time (a delay of ``d`` samples of the clip is ``d * time_scale / warp``
+        output samples). Both are 1 otherwise."""
         raise NotImplementedError
 
     def draw(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Params:
@@ -394,13 +398,11 @@ class RandomFilter(RandomTransform):
     def spectral_extent(self, params: Params) -> Tensor:
         return torch.ceil(2.0 * FILTER_PAD_PERIODS * self.sample_rate / params["cutoff_hz"].cpu()).long()
 
-    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
-        # Defined in Hz: a WSOLA stretch keeps frequencies, so time_scale does not enter.
-        dev = time_scale.device
-        return butterworth_on_grid(
-            n, self.sample_rate, state["cutoff_hz"][rows.to(state["cutoff_hz"].device)], self.order,
-            state["highpass"][rows.to(state["highpass"].device)], dev,
-        )
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
+        # Defined in Hz: a WSOLA stretch keeps frequencies; a later pitch shift moves the cut-off.
+        dev = warp.device
+        cutoff = state["cutoff_hz"][rows.to(state["cutoff_hz"].device)].to(dev, torch.float64) * warp
+        return butterworth_on_grid(n, self.sample_rate, cutoff, self.order, state["highpass"][rows.to(state["highpass"].device)], dev)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, highpass_prob={self.highpass_prob}, order={self.order}"
@@ -454,9 +456,9 @@ class RandomDelay(RandomTransform):
     def spectral_extent(self, params: Params) -> Tensor:
         return params["delay_samples"].cpu().long()
 
-    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
-        d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(time_scale.device).double()
-        return delay_response(d * time_scale, n, self.volume, time_scale.device)
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
+        d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
+        return delay_response(d * time_scale / warp, n, self.volume, warp.device)
 
 
 class _PitchTransform(RandomTransform):
@@ -671,7 +673,8 @@ class RandomReverb(RandomTransform):
         rir = synthetic_rir(params["rt60_s"], min(self.ir_length, length), self.sample_rate, generator, device=device)
         return {"rir": rir.view(rir.shape[0], -1), "wet": params["wet"].to(device, torch.float32)}
 
-    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
+        # Applied after any pitch shift in the chain's order (time_scale and warp are 1).
         rows = rows.to(state["rir"].device)
         wet = state["wet"][rows].view(-1, 1)
         return rfft_padded(state["rir"][rows], n).mul_(wet).add_(1.0 - wet)
@@ -844,9 +847,9 @@ class RandomMixDelay(RandomTransform):
     def spectral_extent(self, params: Params) -> Tensor:
         return params["delay_samples"].cpu().long()
 
-    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor) -> Tensor:
-        d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(time_scale.device).double()
-        return delay_response(d * time_scale, n, self.volume, time_scale.device).mul_(0.5)
+    def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
+        d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
+        return delay_response(d * time_scale / warp, n, self.volume, warp.device).mul_(0.5)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, delays_ms={self.delays_ms}, volume={self.volume}"
