@@ -260,9 +260,25 @@ def test_datamodule_loaders(tmp_path):
     idx = _index_with_audio(tmp_path, [4000, 3000, 5000])
     loader = {"batch_size": 2, "num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": None}
     dm = TaggingDataModule(idx, AudioStore(tmp_path, 8000), 2187, loader)
-    x, y = next(iter(dm.train_dataloader()))
+    x, y = next(iter(dm.train_dataloader())).data
     assert x.shape == (2, 1, 2187) and y.shape == (2, 2)
     assert len(dm.val_dataloader().dataset) == 1
     empty = type(idx)("t", idx.tags, {"train": idx.splits["train"], "valid": [], "test": []}, tmp_path)
     with pytest.raises(ValueError, match="split 'valid' has no usable tracks"):
         TaggingDataModule(empty, AudioStore(tmp_path, 8000), 2187, loader)
+
+
+def test_a_track_that_fails_at_training_time_drops_out_of_its_batch(tmp_path):
+    """A file damaged after the index check: the dataset names it, the collate drops it."""
+    from vcmr.data.collate import BadItem
+
+    idx = _index_with_audio(tmp_path, [4000, 3000, 5000])
+    (tmp_path / "a" / "1.wav").write_bytes(b"RIFF\x00\x00")  # damaged after indexing
+    loader = {"batch_size": 3, "num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": None}
+    dm = TaggingDataModule(idx, AudioStore(tmp_path, 8000), 2187, loader)
+    item = dm.train_dataloader().dataset[1]
+    assert isinstance(item, BadItem) and item.path == "a/1.wav" and "failed to decode during training" in item.reason
+    batch = next(iter(dm.train_dataloader()))
+    x, y = batch.data
+    assert x.shape == (2, 1, 2187) and y.shape == (2, 2)
+    assert [b.path for b in batch.bad] == ["a/1.wav"]

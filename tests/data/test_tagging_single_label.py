@@ -98,12 +98,12 @@ def test_validation_crops_center_or_random(tmp_path):
     store = AudioStore(tmp_path, sr)
     loader = {"batch_size": 1, "num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": None}
     centre = TaggingDataModule(index, store, 100, loader)
-    xs = [next(iter(centre.val_dataloader()))[0] for _ in range(3)]
+    xs = [next(iter(centre.val_dataloader())).data[0] for _ in range(3)]
     assert all(torch.equal(x, xs[0]) for x in xs)
     torch.manual_seed(0)
     rnd = TaggingDataModule(index, store, 100, loader, val_crop="random")
-    xs = [next(iter(rnd.val_dataloader()))[0] for _ in range(4)]
+    xs = [next(iter(rnd.val_dataloader())).data[0] for _ in range(4)]
     assert len({round(float(x[0, 0, 0]), 4) for x in xs}) > 1
-    assert torch.equal(next(iter(rnd.test_dataloader()))[0], next(iter(centre.test_dataloader()))[0])  # test: centred
+    assert torch.equal(next(iter(rnd.test_dataloader())).data[0], next(iter(centre.test_dataloader())).data[0])  # test: centred
     with pytest.raises(ValueError, match="data.val_crop"):
         TaggingDataModule(index, store, 100, loader, val_crop="middle")

@@ -23,8 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from vcmr.audio.io import load_audio
 from vcmr.config import DataLoaderConfig
+from vcmr.data.collate import BadItem, drop_bad_items
 from vcmr.data.tagging import cache
 from vcmr.data.tagging.annotations import TaggingIndex, Track, build_index
+from vcmr.utils import MediaFileError
 
 SPLITS: Tuple[str, ...] = ("train", "valid", "test")
 
@@ -244,16 +246,24 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tracks)
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor] | BadItem:
+        """``([1, input_length] float32 window, [T] labels)``, or a :class:`~vcmr.data.collate.BadItem`
+        when the track's audio (or its cached copy) fails to read: the loaders' collate drops it
+        and the run reports it (:mod:`vcmr.data.collate`)."""
         t = self.tracks[i]
-        n = self.store.num_samples(t) if self.store.cache_dir is not None else None
-        if n is None:
-            # No cache: one decode, then crop in memory.
-            audio = self.store.load(t)
-            x = self._crop(audio, audio.size)
-        else:
-            start = self._start(n)
-            x = self.store.load_window(t, start, self.input_length)
+        try:
+            n = self.store.num_samples(t) if self.store.cache_dir is not None else None
+            if n is None:
+                # No cache: one decode, then crop in memory.
+                audio = self.store.load(t)
+                x = self._crop(audio, audio.size)
+            else:
+                start = self._start(n)
+                x = self.store.load_window(t, start, self.input_length)
+        except MediaFileError as exc:
+            return BadItem(t.path, f"failed to decode during training: {exc.reason}")
+        except (OSError, ValueError) as exc:  # a damaged cache file
+            return BadItem(t.path, f"failed to read during training: {type(exc).__name__}: {exc}")
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None], torch.from_numpy(t.labels.copy())
 
     def _start(self, n: int) -> int:
@@ -309,6 +319,7 @@ class TaggingDataModule(pl.LightningDataModule):
             batch_size=int(c["batch_size"]),
             shuffle=train,
             drop_last=train and len(self.index.splits[split]) > int(c["batch_size"]),
+            collate_fn=drop_bad_items,
             num_workers=workers,
             pin_memory=bool(c["pin_memory"]),
             persistent_workers=bool(c["persistent_workers"]) and workers > 0,
