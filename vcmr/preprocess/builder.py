@@ -3,9 +3,12 @@
 ``build(cfg)`` reads the input (a YouTube id/URL list or a folder of videos), keeps this
 shard's videos that have no record yet, and processes them: decode workers (processes,
 ``num_workers``) download, probe, decode the kept window once, detect scenes and write the
-audio segments; the parent encodes the sampled frames in batches on the encoder's device,
-averages them per second and writes ``features/<id>.npy``; the per-video JSON record is
-written last. The CSV manifest is assembled from the records at the end.
+audio segments; the sampled frames (already at the encoder's input size) wait in a raw
+frame file in the run's spool folder (``frames.spool_dir``); the parent reads them back
+one batch at a time, encodes the batches on the encoder's device, averages them per second
+and writes ``features/<id>.npy``; the per-video JSON record is written last. The CSV
+manifest is assembled from the records at the end. Memory therefore does not grow with
+the window, the video's length or ``max_pending`` (which bounds the spooled frame files).
 
 Dataset layout (paths relative to ``output``)::
 
@@ -21,13 +24,19 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import multiprocessing
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vcmr.config import ConfigError, above, at_least, one_of, required, save_config, to_container
@@ -47,8 +56,15 @@ from vcmr.data.manifest import (
     write_manifest,
     write_record,
 )
-from vcmr.preprocess.video_job import SHORT_RULES, Analysis, JobSettings, analyse, feature_relpath
-from vcmr.utils import atomic_save_npy, progress_bar, stable_hash64
+from vcmr.preprocess.video_job import (
+    SHORT_RULES,
+    Analysis,
+    JobSettings,
+    analyse,
+    feature_relpath,
+    read_frame_batches,
+)
+from vcmr.utils import TMP_PREFIX, atomic_save_npy, progress_bar, stable_hash64
 from vcmr.video.features import average_per_second
 
 CONFIG_NAME = "preprocess_config.yaml"
@@ -90,7 +106,8 @@ class AudioSegmentsConfig:
 @dataclasses.dataclass
 class FramesConfig:
     """Frames sampled at ``fps``, encoded by ``encoder`` (arguments in ``encoders[encoder]``)
-    and averaged per second."""
+    and averaged per second. Decoded frames wait for the encoder in a temporary folder
+    inside ``spool_dir`` (``None``: the output directory)."""
 
     fps: float = required(above(0))
     interpolation: str = MISSING
@@ -101,6 +118,7 @@ class FramesConfig:
     device: str = MISSING
     encoder: str = MISSING
     encoders: Dict[str, Dict[str, Any]] = MISSING
+    spool_dir: Optional[str] = MISSING
 
 
 @dataclasses.dataclass
@@ -225,8 +243,9 @@ def _check_or_save_config(cfg: DictConfig, root: Path) -> None:
     save_config(cfg, path)
 
 
-def job_settings(cfg: DictConfig, frame_size: int, root: Path) -> JobSettings:
-    """Worker settings from the config; ``frame_size`` is the encoder's input size."""
+def job_settings(cfg: DictConfig, frame_size: int, root: Path, spool_dir: str | Path) -> JobSettings:
+    """Worker settings from the config; ``frame_size`` is the encoder's input size,
+    ``spool_dir`` the folder of this run's frame files."""
     ddir = cfg.download.dir if cfg.download.dir else str(root / "downloads")
     return JobSettings(
         window_seconds=float(cfg.window.seconds),
@@ -249,7 +268,39 @@ def job_settings(cfg: DictConfig, frame_size: int, root: Path) -> JobSettings:
             dir=ddir, format=str(cfg.download.format), retries=int(cfg.download.retries),
             socket_timeout=float(cfg.download.socket_timeout),
         ),
+        spool_dir=str(spool_dir),
     )
+
+
+@contextlib.contextmanager
+def spool_folder(cfg: DictConfig, root: Path) -> Iterator[Path]:
+    """A fresh hidden folder for this run's frame files in ``frames.spool_dir`` (or the
+    output directory); removed at the end with whatever a crashed worker left in it."""
+    parent = Path(cfg.frames.spool_dir) if cfg.frames.spool_dir not in (None, "") else root
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}frames-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"frames.spool_dir: cannot create a folder in '{parent}': {exc}") from exc
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Encoding a window frees hundreds of MB of activations in pieces that glibc would
+    otherwise keep, leaving the process's resident size at its peak between videos.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
 
 
 def _is_done(rec: VideoRecord, root: Path, retry_failed: bool) -> bool:
@@ -422,19 +473,20 @@ def build(
             from vcmr.video.encoders import build_frame_encoder
 
             encoder = build_frame_encoder(cfg.frames.encoder, encoder_args(cfg), device=cfg.frames.device)
-        settings = job_settings(cfg, encoder.image_size, root)
         bar = progress_bar(total=len(todo), desc=f"videos -> {root.name}", unit="video", disable=not cfg.progress,
                            file=sys.stderr)
         status = collections.Counter()
-        for res in _run_jobs(todo, cfg, root, settings, downloader):
-            rec = res.record if res.record is not None else _finish(res, encoder, cfg, root)
-            rec = dataclasses.replace(rec, source=origin[rec.video_id])
-            write_record(root, rec, extra={"seconds": round(res.seconds, 3), "audio_offset": res.audio_offset})
-            existing[rec.video_id] = rec
-            processed += 1
-            status[rec.status] += 1
-            bar.set_postfix(status, refresh=False)
-            bar.update(1)
+        with spool_folder(cfg, root) as spool:
+            settings = job_settings(cfg, encoder.image_size, root, spool)
+            for res in _run_jobs(todo, cfg, root, settings, downloader):
+                rec = res.record if res.record is not None else _finish(res, encoder, cfg, root)
+                rec = dataclasses.replace(rec, source=origin[rec.video_id])
+                write_record(root, rec, extra={"seconds": round(res.seconds, 3), "audio_offset": res.audio_offset})
+                existing[rec.video_id] = rec
+                processed += 1
+                status[rec.status] += 1
+                bar.set_postfix(status, refresh=False)
+                bar.update(1)
         bar.close()
 
     wanted = {s.video_id for s in sources}
@@ -443,10 +495,24 @@ def build(
     return _summarise(root, path, records, processed, t0)
 
 
+def encode_frame_file(encoder, path: str | Path, n_frames: int, size: int, batch_size: int) -> np.ndarray:
+    """Encode a worker's raw frame file one batch at a time -> ``[n_frames, embed_dim]``
+    float32; at most ``batch_size`` frames are in memory at once."""
+    emb = np.zeros((int(n_frames), int(encoder.embed_dim)), np.float32)
+    i = 0
+    for batch in read_frame_batches(path, n_frames, size, batch_size):
+        emb[i : i + len(batch)] = encoder.encode_frames(batch, int(batch_size))
+        i += len(batch)
+    return emb
+
+
 def _finish(res: Analysis, encoder, cfg: DictConfig, root: Path) -> VideoRecord:
     """Encode a worker's frames, average per second, write the features; the ok record."""
-    emb = encoder.encode_frames(res.frames, int(cfg.frames.batch_size))
-    res.frames = None  # release the window's frames before the next video arrives
+    try:
+        emb = encode_frame_file(encoder, res.frames_path, res.n_frames, res.frame_size, int(cfg.frames.batch_size))
+    finally:
+        Path(res.frames_path).unlink(missing_ok=True)
+    release_memory()
     n_rows = int(res.facts["window_duration"])
     feats = average_per_second(emb, res.rows, n_rows, bool(cfg.frames.normalize))
     rel = feature_relpath(res.video_id)

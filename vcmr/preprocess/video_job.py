@@ -2,9 +2,13 @@
 
 One call of :func:`analyse` downloads (if needed), probes, picks the kept window, decodes
 the window once (frames for the encoder and for scene detection together), applies the
-scene rule, writes the audio segments, and returns the encoder frames to the parent
-process, which encodes them in batches on its device. This module imports no torch, so
-spawned workers start quickly.
+scene rule and writes the audio segments. The encoder frames, already scaled to the
+encoder's input size by the decoder, are streamed into a raw frame file in the run's
+spool folder (``JobSettings.spool_dir``) as they are decoded; the parent process reads
+that file back one batch at a time (:func:`read_frame_batches`), encodes the batches on
+its device and removes the file. Neither process ever holds a whole window of frames,
+and nothing large is pickled between them. This module imports no torch, so spawned
+workers start quickly.
 
 Alignment: with ``W`` the whole-second window length, audio segment ``j`` holds samples
 ``[j * L * sr, (j + 1) * L * sr)`` of the window (``L = audio.segment_seconds``) and
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -55,17 +61,22 @@ class JobSettings:
     decoder_threads: int
     end_tolerance: float
     download: DownloadSettings
+    spool_dir: str
 
 
 @dataclasses.dataclass
 class Analysis:
-    """Worker result. ``record`` is set for rejected/failed videos; otherwise ``frames``
-    ``[N, S, S, 3]`` uint8 and ``rows`` ``[N]`` (feature row of each frame) are set and
-    ``facts`` holds the ok record's fields except the feature ones."""
+    """Worker result. ``record`` is set for rejected/failed videos; otherwise
+    ``frames_path`` (a raw frame file of ``n_frames`` frames ``[S, S, 3]`` uint8, ``S =
+    frame_size``, in sample order; see :func:`read_frame_batches`) and ``rows`` ``[N]``
+    (feature row of each frame) are set and ``facts`` holds the ok record's fields except
+    the feature ones. The receiver of an ok result removes ``frames_path``."""
 
     video_id: str
     record: Optional[VideoRecord] = None
-    frames: Optional[np.ndarray] = None
+    frames_path: Optional[str] = None
+    n_frames: int = 0
+    frame_size: int = 0
     rows: Optional[np.ndarray] = None
     facts: Dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
@@ -105,29 +116,58 @@ def feature_relpath(video_id: str) -> str:
     return f"features/{video_id}.npy"
 
 
-def _decode_window(path: Path, win: Window, s: JobSettings) -> Tuple[np.ndarray, np.ndarray, Any]:
+def read_frame_batches(path: str | os.PathLike, n_frames: int, size: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Read a raw frame file back: ``[b, size, size, 3]`` uint8 batches of at most
+    ``batch_size`` frames, in order. Each batch is a view of one reused buffer, valid
+    until the next one is read.
+
+    Raises:
+        MediaError: the file holds fewer than ``n_frames`` frames.
+    """
+    buf = np.empty((int(batch_size), int(size), int(size), 3), np.uint8)
+    with open(path, "rb", buffering=0) as fh:
+        for i in range(0, int(n_frames), int(batch_size)):
+            view = buf[: min(int(batch_size), int(n_frames) - i)]
+            want = view.nbytes
+            got = fh.readinto(memoryview(view).cast("B"))
+            while got and got < want:  # a raw read may return less than asked
+                more = fh.readinto(memoryview(view).cast("B")[got:])
+                if not more:
+                    break
+                got += more
+            if got != want:
+                raise MediaError(Path(path), f"frame file ends after {i + got // (size * size * 3)} of {n_frames} frames")
+            yield view
+
+
+def _decode_window(path: Path, win: Window, s: JobSettings, sink: BinaryIO) -> Tuple[int, np.ndarray, Any]:
+    """Decode the window once: encoder frames are appended to ``sink`` in sample order
+    (``[S, S, 3]`` uint8 each), scene frames go to the scene tracker. Returns the number
+    of frames written, their feature rows and the scene summary."""
     clip = FrameGrid(s.frame_fps, s.frame_size, True)
     scene = FrameGrid(s.scene_fps, s.scene_short_side, False)
     tracker = SceneTracker(s.scene_fps, s.scene_threshold, s.scene_min_len)
     n_clip, n_scene = clip.n_samples(win.duration), scene.n_samples(win.duration)
-    frames = np.zeros((n_clip, s.frame_size, s.frame_size, 3), np.uint8)
     times = clip.times(win.duration)
     got = [0, 0]
     for smp in iter_samples(
         path, win.start, win.duration, [clip, scene], s.interpolation, s.decoder_threads, s.end_tolerance
     ):
-        got[smp.grid] += 1
         if smp.grid == 0:
-            frames[smp.index] = smp.image
+            if smp.index != got[0] or smp.image.shape != (s.frame_size, s.frame_size, 3):
+                raise RuntimeError(f"frame sampler gave sample {smp.index} of shape {smp.image.shape}, "
+                                   f"expected sample {got[0]} of shape {(s.frame_size, s.frame_size, 3)}")
+            sink.write(memoryview(np.ascontiguousarray(smp.image)).cast("B"))
         else:
             tracker.add(smp.index, smp.image)
+        got[smp.grid] += 1
     if got[0] < n_clip or got[1] < n_scene:
         end = min(got[0] / s.frame_fps, got[1] / s.scene_fps)  # window time covered by both grids
         raise MediaError(
             path, f"truncated: video frames end about {win.start + end:.2f} s, window ends {win.start + win.duration:.2f} s"
         )
     rows = np.floor(times + 1e-9).astype(np.int64)
-    return frames, rows, tracker.finish(win.duration)
+    return got[0], rows, tracker.finish(win.duration)
 
 
 def _write_audio(root: Path, video_id: str, path: Path, win: Window, s: JobSettings, audio_offset: float) -> List[str]:
@@ -155,6 +195,7 @@ def analyse(
     vid = source.video_id
     out = Analysis(vid)
     info: Optional[MediaInfo] = None
+    spool: Optional[str] = None
     try:
         if source.path is not None:
             path = Path(source.path)
@@ -170,7 +211,9 @@ def analyse(
         # The window is on the picture's clock; it lies in the span where sound plays too.
         win = dataclasses.replace(win, start=round(win.start + info.usable_start, 6))
         out.audio_offset = info.audio_offset
-        frames, rows, scenes = _decode_window(path, win, s)
+        fd, spool = tempfile.mkstemp(prefix=f"{vid}.", suffix=".rgb", dir=s.spool_dir)
+        with open(fd, "wb") as sink:
+            n_frames, rows, scenes = _decode_window(path, win, s, sink)
         facts = dict(
             duration=info.duration, n_scenes=scenes.n_scenes, longest_scene=scenes.longest,
             window_start=win.start, window_duration=win.duration,
@@ -189,7 +232,7 @@ def analyse(
         except AudioDecodeError as exc:
             out.record = failed(vid, "failed", f"audio decoding failed: {exc.reason}", **facts)
             return out
-        out.frames, out.rows = frames, rows
+        out.frames_path, out.n_frames, out.frame_size, out.rows = spool, n_frames, s.frame_size, rows
         out.facts = dict(facts, n_segments=win.n_segments, audio_paths=tuple(rels))
     except DownloadError as exc:
         out.record = failed(vid, "failed", exc.reason)
@@ -200,5 +243,7 @@ def analyse(
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         out.record = failed(vid, "failed", f"unexpected error: {tb}")
     finally:
+        if spool is not None and out.frames_path is None:
+            Path(spool).unlink(missing_ok=True)
         out.seconds = time.perf_counter() - t0
     return out
