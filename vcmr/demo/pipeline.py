@@ -13,7 +13,7 @@ from vcmr.config import CONFIG_DIR, load_config
 from vcmr.utils import rank_zero_print
 
 
-def run_demo(output_root: str = "runs/demo", stage3_mode: str = "mlp", extra: Sequence[str] = ()) -> Dict[str, Any]:
+def run_demo(output_root: str = "runs/demo", stage3_mode: str = "finetune", extra: Sequence[str] = ()) -> Dict[str, Any]:
     """Run the three demo stages in order; returns each stage's result.
 
     Args:
@@ -67,6 +67,6 @@ def run_demo(output_root: str = "runs/demo", stage3_mode: str = "mlp", extra: Se
     if "roc_auc" in r3:
         rank_zero_print(
             f"stage 3  song-level ROC-AUC {100 * r3['roc_auc']:.2f}  PR-AUC {100 * r3['pr_auc']:.2f} "
-            f"({stage3_mode} head on the stage-2 encoder)   run {r3['run_dir']}"
+            f"({stage3_mode}, from the stage-2 encoder)   run {r3['run_dir']}"
         )
     return {"stage1": r1, "stage2": r2, "stage3": r3}
