@@ -17,12 +17,7 @@ from .test_dsp import SR, gen, peak_hz, rms, sine
 from .test_augment import CONFIG
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def sox_tempo_port(x: np.ndarray, ratio: float, length: int, segment: int, search: int, overlap: int) -> np.ndarray:

@@ -15,13 +15,7 @@ from vcmr.audio.dsp import frequency_filter
 from vcmr.config import ConfigError, load_config
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: one thread is faster, and immune to other processes on the same cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,13 +16,7 @@ from vcmr.evaluation.tagging import EvaluationConfig, evaluate, evaluate_tagger
 from vcmr.models.tagger import load_any_tagger, load_foreign_tagger
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one thread is faster, and immune to other processes on the same cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 SR = 8000

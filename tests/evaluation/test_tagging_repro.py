@@ -11,13 +11,7 @@ from vcmr.evaluation.report import per_tag_table
 from vcmr.evaluation.tagging import LAST_WINDOW_RULES, aggregate, evaluate_tagger, load_tag_groups, split_windows, window_starts
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one thread is faster, and immune to other processes on the same cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # klean2050/VCMR config/mtat_tag_categories.yaml (experiments branch, 853dace), verbatim lists.

@@ -7,13 +7,7 @@ from vcmr.models.registry import MODULES, build_module
 from vcmr.models.video import LSTMFlattenVideoEncoder
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: one thread is faster, and immune to other processes on the same cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 

@@ -16,13 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import make_builder_output, stage2_overrides  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: one thread is faster, and immune to other processes on the same cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 FLATTEN = [
