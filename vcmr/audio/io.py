@@ -69,6 +69,15 @@ class AudioInfo:
     codec: str
 
 
+def _stream_seconds(container, stream) -> float:
+    """Duration the headers give for ``stream``: its own, else the container's, else NaN."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return float("nan")
+
+
 def _check_file(path: Path) -> None:
     """A readable, non-empty regular file, or an :class:`AudioDecodeError` saying which it is not.
 
@@ -135,12 +144,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
             raise AudioDecodeError(path, "no audio stream")
         stream = container.streams.audio[0]
         try:
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1_000_000
-            else:
-                duration = float("nan")
+            duration = _stream_seconds(container, stream)
             sr, channels, name = (int(stream.codec_context.sample_rate or 0), int(stream.codec_context.channels),
                                   stream.codec_context.name)
         except (av.error.FFmpegError, ValueError, TypeError) as exc:
@@ -231,12 +235,7 @@ def _pyav_blocks(path: Path, container: Any, offset: float, duration: Optional[f
     if sr <= 0:
         raise AudioDecodeError(path, "audio stream has no sample rate")
     _check_rate(path, sr)
-    if stream.duration is not None and stream.time_base is not None:
-        expected = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        expected = container.duration / 1_000_000
-    else:
-        expected = float("nan")
+    expected = _stream_seconds(container, stream)
     start_s = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     if offset > 0:
         try:
