@@ -20,7 +20,7 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -126,8 +126,8 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = MISSING
     log_every_n_steps: int = required(at_least(1))
     check_val_every_n_epoch: int = required(at_least(1))
-    limit_train_batches: Optional[float] = MISSING
-    limit_val_batches: Optional[float] = MISSING
+    limit_train_batches: Optional[Union[int, float]] = MISSING  # int: batches, float: fraction (Lightning)
+    limit_val_batches: Optional[Union[int, float]] = MISSING
     num_sanity_val_steps: int = required(at_least(-1))
     deterministic: bool = MISSING
     enable_progress_bar: bool = MISSING
