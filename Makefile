@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 #   make setup TORCH_PIN="torch torchvision"
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow test-repro bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ test: setup
 # The long end-to-end learning checks (stage-2 learning on the demo videos, the packaged sentence encoder).
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# Each published recipe (config/repro/) for a few steps on generated data (docs/reproduction.md).
+test-repro: setup
+	$(PY) -m pytest -q -m repro
 
 bench: setup
 	$(PY) benchmarks/bench_augment.py
