@@ -34,7 +34,7 @@ from vcmr.losses import CrossModalNTXent, NTXentLoss
 from vcmr.models.heads import LinearHead, MLPHead
 from vcmr.models.tagger import load_tagger
 from vcmr.trainers import music, supervised, video
-from vcmr.trainers.supervised import SupervisedConfig
+from vcmr.trainers.supervised import OneHotCrossEntropy, SupervisedConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.repro]
 
@@ -145,7 +145,7 @@ def vcmr_stage2(env, vcmr_stage1):
     overrides = [
         "data.root=demo", "data.val_fraction=0.3",
         "demo.cfg_overrides=[demo.n_videos=12,audio.segment_seconds=10.0,audio.n_segments=2]",
-        f"model.audio_init={vcmr_stage1['export']}", "trainer.max_steps=2", "trainer.limit_val_batches=1",
+        f"model.audio_init={vcmr_stage1['export']}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         *smoke(env["runs"]),
     ]
     cfg = load_config(REPRO / "vcmr_stage2.yaml", overrides, video.VideoPretrainConfig)
@@ -184,9 +184,9 @@ def test_clmr_pretrain(env, clmr_pretrain):
     check_stage1(env, clmr_pretrain, "repro_clmr_pretrain", torch.optim.Adam, 0.0, 0.5, 64, 22050, 59049)
 
 
-def test_vcmr_stage2(env, vcmr_stage2):
+def test_vcmr_stage2(env, vcmr_stage1, vcmr_stage2):
     run_dir = Path(vcmr_stage2["run_dir"])
-    check_finite_losses(run_dir, ["train/loss"])
+    check_finite_losses(run_dir, ["train/loss_epoch", "train/loss_cross_modal_epoch"])
     fitted = env["fitted"]["repro_vcmr_stage2"]
     module, trainer = fitted["module"], fitted["trainer"]
     assert trainer.global_step == 2
@@ -205,9 +205,13 @@ def test_vcmr_stage2(env, vcmr_stage2):
         za = model.encode_audio(torch.randn(2, 1, model.input_length))
         zv = model.encode_video(torch.randn(2, 6, model.video_input_dim))
     assert za.shape == zv.shape == (2, 128) and torch.allclose(za.norm(dim=1), torch.ones(2), atol=1e-5)
-    # The stage-1 weights were the starting point: the frozen first blocks are unchanged.
-    stage1 = vcmr.load_encoder(vcmr_stage2["exports"]["audio_encoder"])
-    assert stage1.input_length == 98415
+    assert Path(vcmr_stage2["checkpoint"]).is_file()
+    # Stage 1's export was the starting point: the 4 frozen blocks keep its weights, the rest trained.
+    start = dict(vcmr.load_encoder(vcmr_stage1["export"]).named_parameters())
+    end = vcmr.load_encoder(vcmr_stage2["exports"]["audio_encoder"])
+    assert end.input_length == 98415
+    same = [all(torch.equal(p, start[f"blocks.{i}.{k}"]) for k, p in b.named_parameters()) for i, b in enumerate(end.blocks)]
+    assert same[:5] == [True] * 4 + [False], same
     cfg = saved_config(run_dir)
     assert cfg["loss"]["name"] == "cross_modal_ntxent" and cfg["model"]["frozen_bn"] == "train"
 
@@ -242,6 +246,10 @@ def write_mtat(out: Path, index) -> Path:
     return out
 
 
+def mood_tags(index, track) -> List[str]:
+    return sorted({MOOD_OF_DEMO[index.tags[j]] for j in track.labels.nonzero()[0] if index.tags[j] in MOOD_OF_DEMO})
+
+
 def write_mtg_moodtheme(out: Path, index) -> Path:
     """MTG-Jamendo ``data/splits/split-0/autotagging_moodtheme-*.tsv`` with mood/theme tags."""
     folder = out / "data" / "splits" / "split-0"
@@ -249,8 +257,8 @@ def write_mtg_moodtheme(out: Path, index) -> Path:
     for split, fname in (("train", "train"), ("valid", "validation"), ("test", "test")):
         rows = ["TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"]
         for k, track in enumerate(index.splits[split]):
-            tags = sorted({MOOD_OF_DEMO[index.tags[j]] for j in track.labels.nonzero()[0] if index.tags[j] in MOOD_OF_DEMO})
-            rows.append(f"track_{split}{k}\tartist_{k}\talbum_{k}\t{track.path}\t8.0\t" + "\t".join(tags))
+            tags = "\t".join(mood_tags(index, track))
+            rows.append(f"track_{split}{k}\tartist_{k}\talbum_{k}\t{track.path}\t8.0\t{tags}")
         (folder / f"autotagging_moodtheme-{fname}.tsv").write_text("\n".join(rows) + "\n")
     return out
 
@@ -276,11 +284,13 @@ def write_gtzan(out: Path, songs: Path, index) -> Path:
 
 @pytest.fixture(scope="module")
 def tagging_data(tmp_path_factory) -> Dict[str, List[str]]:
-    """Data overrides of each stage-3 recipe: its own format, over generated songs."""
+    """Data overrides of each stage-3 recipe: its own format, over generated songs; and the
+    MTG-Jamendo vocabulary (the mood/theme tags of the train file, sorted)."""
     root = tmp_path_factory.mktemp("repro_tagging")
     songs16, index16 = demo_songs(root, 16000, 8.0)   # VCMR: 98,415-sample windows at 16 kHz
     songs22, index22 = demo_songs(root, 22050, 4.0)   # CLMR: 59,049-sample windows at 22.05 kHz
     return {
+        "mtg_vocabulary": sorted({t for track in index16.splits["train"] for t in mood_tags(index16, track)}),
         "vcmr_mtat.yaml": [f"data.root={write_mtat(root / 'mtat16', index16)}", f"data.audio_root={songs16 / 'audio'}"],
         "vcmr_mtg_moodtheme.yaml": [f"data.root={write_mtg_moodtheme(root / 'mtg', index16)}",
                                     f"data.audio_root={songs16 / 'audio'}"],
@@ -297,13 +307,16 @@ def run_stage3(env, data: List[str], name: str, audio_init: str) -> Dict[str, An
     return supervised.train(demo_tagging.prepare(cfg))
 
 
-def check_stage3(env, result, name: str, opt_cls, head_cls, n_out: int, loss_name: str, groups: Sequence[str]) -> Dict:
+def check_stage3(env, result, name: str, opt_cls, head_cls, n_out: int, loss_cls, settings: Sequence[str],
+                 groups: Sequence[str]) -> Dict[str, Any]:
+    """What every stage-3 recipe shares (plateau schedule and early stopping on val/loss, lr 1e-3,
+    weight decay 1e-6, song-level windows with the last partial one dropped) and what it names."""
     run_dir = Path(result["run_dir"])
-    check_finite_losses(run_dir, ["train/loss", "val/loss"])
+    check_finite_losses(run_dir, ["train/loss_epoch", "val/loss", "val/roc_auc", "val/pr_auc"])
     fitted = env["fitted"][name]
     module, trainer = fitted["module"], fitted["trainer"]
     assert trainer.current_epoch == 1 and trainer.global_step > 0
-    assert type(module.loss).__name__ == loss_name
+    assert type(module.loss) is loss_cls
     check_optimizer(trainer, opt_cls, 1e-3, 1e-6)
     (sched,) = trainer.lr_scheduler_configs
     plateau = sched.scheduler
@@ -311,49 +324,58 @@ def check_stage3(env, result, name: str, opt_cls, head_cls, n_out: int, loss_nam
     assert (plateau.mode, plateau.factor, plateau.patience, plateau.threshold) == ("min", 0.1, 5, 1e-4)
     stop = trainer.early_stopping_callback
     assert stop is not None and (stop.monitor, stop.patience) == ("val/loss", 10)
+    assert Path(result["best_checkpoint"]).is_file()
     tagger, meta = load_tagger(result["best_checkpoint"])
     assert isinstance(tagger.head, head_cls) and len(meta["tags"]) == n_out
     with torch.no_grad():
         out = tagger(torch.randn(2, 1, tagger.input_length))
     assert out.shape == (2, n_out) and torch.isfinite(out).all()
-    assert Path(result["encoder_export"]).is_file() and vcmr.load_encoder(result["encoder_export"]).input_length == tagger.input_length
+    assert vcmr.load_encoder(result["encoder_export"]).input_length == tagger.input_length
     assert math.isfinite(result["roc_auc"]) and math.isfinite(result["pr_auc"])
-    results_json = run_dir / "song_eval_test" / "results.json"
-    report = json.loads(results_json.read_text())
-    assert report["subset"] == "test" and report["checkpoint"] == result["best_checkpoint"]
+    report = json.loads((run_dir / "song_eval_test" / "results.json").read_text())
+    assert {"checkpoint", "subset", "data_sha256", "results", "primary", "tags", "n_tracks", "rule", "task"} <= set(report)
+    assert report["subset"] == "test" and report["checkpoint"] == result["best_checkpoint"] and report["n_tracks"] == 8
+    assert list(report["results"]) == list(settings) and report["primary"] == settings[0]
+    assert "remainder shorter than a window is left out" in report["rule"]  # last_window: drop
+    block = report["results"][settings[0]]
+    assert block["overall"]["roc_auc"] == pytest.approx(result["roc_auc"])
+    assert set(block.get("groups") or {}) == set(groups)
     assert json.loads((run_dir / "scores.json").read_text())["roc_auc"] == result["roc_auc"]
     return report
-
-
-def primary(report: Dict[str, Any]) -> Dict[str, Any]:
-    (setting, block), *_ = report["results"].items()
-    return block
 
 
 def test_vcmr_mtat(env, vcmr_stage2, tagging_data):
     name = "vcmr_mtat.yaml"
     r = run_stage3(env, tagging_data[name], name, vcmr_stage2["exports"]["audio_encoder"])
-    report = check_stage3(env, r, "repro_vcmr_mtat", torch.optim.AdamW, MLPHead, 50, "BCEWithLogitsLoss", [])
-    assert set(report["results"]) >= {"overlap_0.5/mean", "overlap_0.5/max", "overlap_0.5/majority_vote"}, report["results"].keys()
+    report = check_stage3(env, r, "repro_vcmr_mtat", torch.optim.AdamW, MLPHead, 50, torch.nn.BCEWithLogitsLoss,
+                          ["overlap=0.5/mean", "overlap=0.5/max", "overlap=0.5/majority_vote"],
+                          ["genre", "mood", "instrument", "vocals", "other"])  # tag_groups/mtat_vcmr.yaml
+    assert report["task"] == "multilabel" and report["tags"] == list(PONS2017_TAGS)
 
 
 def test_vcmr_mtg_moodtheme(env, vcmr_stage2, tagging_data):
     name = "vcmr_mtg_moodtheme.yaml"
     r = run_stage3(env, tagging_data[name], name, vcmr_stage2["exports"]["audio_encoder"])
-    report = check_stage3(env, r, "repro_vcmr_mtg_moodtheme", torch.optim.AdamW, MLPHead, len(MOOD_OF_DEMO),
-                          "BCEWithLogitsLoss", [])
+    vocabulary = tagging_data["mtg_vocabulary"]
+    report = check_stage3(env, r, "repro_vcmr_mtg_moodtheme", torch.optim.AdamW, MLPHead, len(vocabulary),
+                          torch.nn.BCEWithLogitsLoss, ["overlap=0.5/mean", "overlap=0.5/max", "overlap=0.5/majority_vote"], [])
+    assert report["task"] == "multilabel" and report["tags"] == vocabulary and len(vocabulary) >= 3
 
 
 def test_clmr_linear_mtat(env, clmr_pretrain, tagging_data):
     name = "clmr_linear_mtat.yaml"
     r = run_stage3(env, tagging_data[name], name, clmr_pretrain["export"])
-    check_stage3(env, r, "repro_clmr_linear_mtat", torch.optim.Adam, LinearHead, 50, "BCEWithLogitsLoss", [])
+    report = check_stage3(env, r, "repro_clmr_linear_mtat", torch.optim.Adam, LinearHead, 50, torch.nn.BCEWithLogitsLoss,
+                          ["overlap=0/mean"], ["genre", "instrument", "mood", "vocals"])  # tag_groups/mtat.yaml
+    assert report["task"] == "multilabel" and report["input_length"] == 59049
 
 
 def test_clmr_linear_gtzan(env, clmr_pretrain, tagging_data):
     name = "clmr_linear_gtzan.yaml"
     r = run_stage3(env, tagging_data[name], name, clmr_pretrain["export"])
     report = check_stage3(env, r, "repro_clmr_linear_gtzan", torch.optim.Adam, LinearHead, len(GTZAN_GENRES),
-                          "CrossEntropyLoss", [])
-    assert 0.0 <= r["accuracy"] <= 1.0
-    assert "accuracy" in primary(report)["overall"]
+                          OneHotCrossEntropy, ["overlap=0/mean"], [])
+    assert report["task"] == "single_label" and report["tags"] == list(GTZAN_GENRES)
+    overall = report["results"]["overlap=0/mean"]["overall"]
+    assert 0.0 <= r["accuracy"] <= 1.0 and overall["accuracy"] == pytest.approx(r["accuracy"])
+    check_finite_losses(Path(r["run_dir"]), ["val/accuracy"])
