@@ -150,7 +150,7 @@ def lti_chain(fuse: bool) -> AugmentationChain:
         {
             "filter": T.RandomFilter(0.8, SR, 0.5, 2, 2200.0, 4000.0, 200.0, 1200.0),
             "delay": T.RandomDelay(0.5, SR, 50.0, 200.0, 50.0, 0.5),
-            "reverb": T.RandomReverb(0.7, SR, 0.05, 0.2, 0.1, 0.5, 0.2),
+            "reverb": T.RandomReverb(0.7, SR, 0.05, 0.2, 0.1, 0.5, 0.2, rt60_steps=16, irs_per_rt60=2, bank_seed=0),
         },
         fuse=fuse,
     )
@@ -237,14 +237,16 @@ def test_fused_pass_leaves_room_for_the_reverb(method):
         2 * SR,
         {
             "pitch": T.RandomPitchShift(1.0, -7.0, 7.0, 14.0, 1024, 256, method, 82.0, 14.68, 12.0, sample_rate=SR),
-            "reverb": T.RandomReverb(1.0, SR, 0.5, 0.5, 1.0, 1.0, 1.0),
+            "reverb": T.RandomReverb(1.0, SR, 0.5, 0.5, 1.0, 1.0, 1.0, rt60_steps=1, irs_per_rt60=4, bank_seed=0),
         },
     )
     y, drawn = chain.forward_with_params(x, gen(1))
     # Silent for 1 s / a at least (resample plays it a times faster; wsola keeps tempo).
     first = int(0.9 * SR / max(1.0, float(2 ** (drawn["pitch"]["semitones"].max() / 12))))
     assert set(drawn["pitch"]["semitones"].tolist()) == {-7.0, 7.0}
-    assert y[..., : first - 400].abs().max() < 2e-3  # resampling ripple only (-45 dB)
+    # The resampling's band edge rolls off, so it does not ring ahead of the onset (a brick
+    # wall rang at about -45 dB here) and nothing wraps around: float32 rounding only.
+    assert y[..., : first - 400].abs().max() < 1e-5
     assert y[..., first + 2000 :].abs().max() > 1e-2
 
 

@@ -71,7 +71,7 @@ def test_scaling_transforms_match_functional_and_leave_others_bitwise():
 def test_random_reverb_uses_drawn_parameters():
     x = torch.zeros(4, 1, 8000)
     x[..., 0] = 1.0
-    t = T.RandomReverb(1.0, SR, 0.2, 0.4, 1.0, 1.0, 0.5)
+    t = T.RandomReverb(1.0, SR, 0.2, 0.4, 1.0, 1.0, 0.5, rt60_steps=11, irs_per_rt60=2, bank_seed=0)
     y, params = t.forward_with_params(x, gen(0))
     assert ((params["rt60_s"] >= 0.2) & (params["rt60_s"] <= 0.4)).all()
     # wet = 1: the output is the (unit-energy) impulse response itself.

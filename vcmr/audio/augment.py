@@ -37,7 +37,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from vcmr.audio.dsp import check_batch, fast_pass_len, pitch_grid, random_crop, rfft_padded
+from vcmr.audio.dsp import check_batch, fast_pass_len, pitch_grid, random_crop, resample_taper
 from vcmr.audio.transforms import TRANSFORMS, Params, RandomTransform, check_probability
 from vcmr.config import ConfigError
 
@@ -128,6 +128,46 @@ def _has_resampler(chain: AugmentationChain, names: List[str]) -> bool:
     return any(chain.transforms[n].spectral_role == "resample" for n in names)
 
 
+#: A pitch shift with at most this many possible factors gets FFT sizes that fit all of them
+#: (the same sizes for every batch); one with more (pitch in cents) gets sizes for the factors
+#: its batch drew.
+FIXED_GRID_MAX = 64
+
+
+def pass_sizes(
+    run: List[Tuple[str, RandomTransform]], length: int, factors: Tuple[float, ...] = ()
+) -> Tuple[int, Dict[float, int]]:
+    """FFT sizes of :func:`spectral_run` for clips of ``length`` samples.
+
+    The output size ``n_out`` holds the clip plus the largest extent every transform of the
+    run can have (:meth:`RandomTransform.spectral_extent`; those before the pitch shift
+    scaled to output time for its lowest factor), so it does not depend on the draws. With a
+    pitch shift, each factor gets its input size (pitch factor ``n_in / n_out``,
+    :func:`vcmr.audio.dsp.pitch_grid`): for every factor the shift can draw when there are
+    at most :data:`FIXED_GRID_MAX` of them, else for ``factors`` (the batch's).
+
+    Returns:
+        ``(n_out, {factor: n_in})``.
+    """
+    roles = [tr.spectral_role for _, tr in run]
+    cut = roles.index("resample") if "resample" in roles else len(run)
+    pitch = run[cut][1] if cut < len(run) else None
+    grid = pitch.all_ratios() if pitch is not None else ()
+    stretch = max(1.0, 1.0 / min(grid)) if grid else 1.0
+    extent = 0
+    for i, (_, tr) in enumerate(run):
+        if i != cut:
+            extent += math.ceil(tr.spectral_extent() * (stretch if i < cut else 1.0))
+    # Rounded up to 1/64 of the clip, so that sizes recur for clips of similar lengths.
+    quantum = max(1, length // 64)
+    need = length + quantum * math.ceil(extent / quantum)
+    if pitch is None:
+        return fast_pass_len(need), {}
+    ratios = grid if len(grid) <= FIXED_GRID_MAX else tuple(sorted(set(factors)))
+    n_out, n_in = pitch_grid(need, ratios)
+    return n_out, dict(zip(ratios, n_in))
+
+
 def spectral_run(
     x: Tensor, run: List[Tuple[str, RandomTransform]], generator: Optional[torch.Generator] = None
 ) -> Dict[str, Params]:
@@ -137,12 +177,14 @@ def spectral_run(
     :meth:`RandomTransform.spectral_state` draws), in order, so the stream of ``generator``
     is the same as when the transforms run one by one. Then, for every example that any of
     them picked: its signal (a WSOLA stretch or a span of the clip where the run's pitch shift
-    picked it, else the clip) is zero-padded to an FFT size ``n_in``, transformed, multiplied
-    by the responses of the transforms before the pitch shift, resampled (its bins are cut or
-    zero-padded to the output size ``n_out``; the pitch factor is ``n_in / n_out``), multiplied
-    by the responses of the transforms after it, transformed back and cut to ``T``. ``n_out``
-    leaves room for every response's extent, so no output wraps around into the clip.
-    Examples sharing ``n_in`` share each FFT call.
+    picked it, else the clip) is zero-padded to an FFT size ``n_in``, transformed, resampled
+    (its bins are cut or zero-padded to the output size ``n_out``; the pitch factor is
+    ``n_in / n_out``), multiplied by the frequency responses of the transforms (those before
+    the pitch shift on the output grid: frequencies times the pitch factor, delays divided by
+    it), transformed back and cut to ``T``. ``n_out`` leaves room for every response's extent,
+    so no output wraps around into the clip (:func:`pass_sizes`). Examples sharing ``n_in``
+    share each forward FFT call, and all share the inverse one. Examples no transform picked
+    are not touched.
 
     Args:
         x: ``[B, 1, T]`` float waveform, overwritten with the result.
@@ -172,104 +214,97 @@ def spectral_run(
     any_picked = torch.zeros(b, dtype=torch.bool)
     for idx in picked.values():
         any_picked[idx] = True
-    sel = torch.nonzero(any_picked).view(-1)
-    if sel.numel() == 0:
+    if not bool(any_picked.any()):
         return drawn
 
     roles = [tr.spectral_role for _, tr in run]
     cut = roles.index("resample") if "resample" in roles else len(run)
     pitch = run[cut] if cut < len(run) and run[cut][0] in subs else None
-    # Padding of each example: the extents of what picked it (those before the pitch shift
-    # scaled to output time); the run's output size holds the largest.
     ratio = torch.ones(b, dtype=torch.float64)
     if pitch is not None:
         ratio[picked[pitch[0]]] = pitch[1].target_ratio(subs[pitch[0]])
-    scale = pitch[1].time_scale(ratio) if pitch is not None else torch.ones(b, dtype=torch.float64)
-    extent = torch.zeros(b, dtype=torch.float64)
-    for i, (name, tr) in enumerate(run):
-        if name in subs and i != cut:
-            ext = tr.spectral_extent(subs[name]).double()
-            if i < cut:
-                ext = ext * (torch.clamp(scale, min=1.0) / ratio)[picked[name]]
-            extent[picked[name]] += ext
-    # Every FFT call has a cost of its own (its plan) besides the per-row work, so the rows
-    # share sizes: one output size for the run, one input size per pitch factor. The needed
-    # length is rounded up to 1/64 of the clip, so that sizes recur from batch to batch.
-    quantum = max(1, t // 64)
-    need = t + quantum * math.ceil(float(extent[sel].max()) / quantum)
-    n_in = torch.zeros(b, dtype=torch.long)
+    n_out, in_of = pass_sizes(run, t, tuple(ratio[picked[pitch[0]]].tolist()) if pitch is not None else ())
+    # Each example's input size (n_out: not shifted) and its place in the pass: examples are
+    # ordered by input size, so that every size's rows are one slice of the pass's buffers.
+    n_in = torch.full((b,), n_out, dtype=torch.long)
     shifted = torch.zeros(b, dtype=torch.bool)
     if pitch is not None:
         p_idx = picked[pitch[0]]
         shifted[p_idx] = True
-        factors = sorted(set(ratio[p_idx].tolist()))
-        n_out, sizes_in = pitch_grid(need, tuple(factors))
-        in_of = dict(zip(factors, sizes_in))
-        n_in[:] = n_out
-        n_in[p_idx] = torch.tensor([in_of[r] for r in ratio[p_idx].tolist()])
-        eff = n_in.double() / n_out  # the pitch factor each example gets
-        scale = pitch[1].time_scale(eff)
-        lengths = torch.clamp(torch.ceil(t * eff[p_idx]).long(), max=n_in[p_idx])
-        spans = pitch[1].span(x[p_idx.to(dev), 0], eff[p_idx], lengths, int(lengths.max()))
-        # Past its own length a span holds no signal: zeros, the room the responses ring into.
-        past = torch.arange(spans.shape[-1], device=dev).view(1, -1) >= lengths.to(dev).view(-1, 1)
-        spans.masked_fill_(past, 0.0)  # spans is a fresh tensor (or a view of one)
-        span_row = torch.full((b,), -1, dtype=torch.long)
-        span_row[p_idx] = torch.arange(p_idx.numel())
-    else:
-        n_out = fast_pass_len(need)
-        n_in[:] = n_out
-    # Position of each example in each transform's picked sub-batch (-1: not picked).
-    rows_of = {}
-    for name, _ in run:
-        r = torch.full((b,), -1, dtype=torch.long)
-        r[picked[name]] = torch.arange(picked[name].numel())
-        rows_of[name] = r
-    # Resampling maps input bin k to output bin k, so a response on the input grid is the same
-    # response on the output grid with its frequencies multiplied by the pitch factor and its
-    # delays divided by it: every response is computed and applied once, on the output grid,
-    # for the whole run.
-    warp_dev, scale_dev = (n_in.double() / n_out).to(dev), scale.to(dev)
+        # The nearest factor of the table (a factor computed in another batch shape may differ
+        # from the drawn one in its last bit).
+        table = torch.tensor(list(in_of), dtype=torch.float64)
+        nearest = (ratio[p_idx].view(-1, 1) - table.view(1, -1)).abs().argmin(dim=1)
+        n_in[p_idx] = torch.tensor(list(in_of.values()), dtype=torch.long)[nearest]
+    # Unshifted examples first, then the shifted ones by input size.
+    key = torch.where(any_picked, n_in + shifted.long() * (int(n_in.max()) + 1), torch.full_like(n_in, -1))
+    order = torch.argsort(key, stable=True)[int((key < 0).sum()) :]
+    n_sel = order.numel()
+    eff = n_in.double() / n_out  # the pitch factor each example gets
+    scale = pitch[1].time_scale(eff) if pitch is not None else torch.ones(b, dtype=torch.float64)
+    warp_dev, scale_dev = eff.to(dev), scale.to(dev)
     ones = torch.ones(b, dtype=torch.float64, device=dev)
 
-    # Forward FFTs: one call per input size (and per source: the pitch shift's spans or the
-    # clips); each spectrum is then cut or zero-padded to the output size (the resampling).
+    # Forward FFTs: one call per input size, into a zero-padded buffer; the spectrum is cut or
+    # zero-padded to the output size (the resampling), scaled by n_out / n_in on the way in.
     n_bins = n_out // 2 + 1
-    spec_out = torch.empty(sel.numel(), n_bins, dtype=torch.complex64, device=dev)
-    where = torch.full((b,), -1, dtype=torch.long)
-    where[sel] = torch.arange(sel.numel())
-    keys = n_in[sel] * 2 + shifted[sel].long()
-    for key in torch.unique(keys).tolist():
-        group = sel[keys == key]
-        size_in = key >> 1
-        if key & 1:
-            src = spans.index_select(0, span_row[group].to(dev))
+    spec_out = torch.empty(n_sel, n_bins, dtype=torch.complex64, device=dev)
+    keys_sorted = key[order]
+    bounds = torch.cumsum(torch.unique_consecutive(keys_sorted, return_counts=True)[1], 0).tolist()
+    spans = None
+    if pitch is not None:
+        rows_p = order[shifted[order]]  # the shifted examples, in pass order
+        lengths = torch.clamp(torch.ceil(t * eff[rows_p]).long(), max=n_in[rows_p])
+        spans = pitch[1].span(x.index_select(0, rows_p.to(dev))[:, 0], eff[rows_p], lengths, int(lengths.max()))
+        first_shifted = int((~shifted[order]).sum())
+    start = 0
+    for stop in bounds:
+        size_in = int(n_in[order[start]])
+        rows = order[start:stop]
+        buf = torch.zeros(stop - start, size_in, dtype=torch.float32, device=dev)
+        if bool(shifted[order[start]]):
+            length = int(lengths[start - first_shifted])
+            part = spans[start - first_shifted : stop - first_shifted, :length]
+            torch.mul(part, n_out / size_in, out=buf[:, :length])
         else:
-            src = x.index_select(0, group.to(dev))[:, 0].float()
-        spec = rfft_padded(src, size_in)
-        if size_in != n_out:
-            spec = spec[:, :n_bins] if spec.shape[-1] >= n_bins else torch.nn.functional.pad(spec, (0, n_bins - spec.shape[-1]))
-            spec = spec * (n_out / size_in)
-        spec_out.index_copy_(0, where[group].to(dev), spec)
-    # The responses, in chain order (they commute; the order only fixes rounding).
+            torch.index_select(x[:, 0].float(), 0, rows.to(dev), out=buf[:, :t])
+        if size_in == n_out:
+            torch.fft.rfft(buf, out=spec_out[start:stop])
+        else:
+            spec = torch.fft.rfft(buf)
+            keep = min(n_bins, spec.shape[-1])
+            spec_out[start:stop, :keep] = spec[:, :keep]
+            # The band edge of the resampling rolls off (a brick wall would ring through the
+            # whole clip from its ends); the roll-off ends at zero, so the input's Nyquist bin
+            # adds no tone on a longer grid.
+            taper = resample_taper(keep, dev)
+            spec_out[start:stop, keep - taper.shape[0] : keep] *= taper
+            if keep < n_bins:
+                spec_out[start:stop, keep:] = 0
+        start = stop
+    del spans
+    # The responses, in chain order (they commute; the order only fixes rounding). Position of
+    # each example in each transform's picked sub-batch: -1 where not picked.
     for i, (name, tr) in enumerate(run):
         if i == cut or name not in subs:
             continue
-        r = rows_of[name][sel]
+        r = torch.full((b,), -1, dtype=torch.long)
+        r[picked[name]] = torch.arange(picked[name].numel())
+        r = r[order]
         hit = torch.nonzero(r >= 0).view(-1)
-        rows_b = sel[hit].to(dev)
+        rows_b = order[hit].to(dev)
         before = i < cut
         resp = tr.spectral_response(
             states[name], r[hit], n_out, scale_dev[rows_b] if before else ones[rows_b],
             warp_dev[rows_b] if before else ones[rows_b],
         )
-        if hit.numel() == sel.numel():
+        if hit.numel() == n_sel:
             spec_out.mul_(resp)
         else:
             h = hit.to(dev)
             spec_out.index_copy_(0, h, spec_out.index_select(0, h).mul_(resp))
     y = torch.fft.irfft(spec_out, n=n_out)[:, :t]
-    x.index_copy_(0, sel.to(dev), y.unsqueeze(1).to(x.dtype))
+    x.index_copy_(0, order.to(dev), y.unsqueeze(1).to(x.dtype))
     return drawn
 
 
@@ -335,4 +370,12 @@ def build_augmentation(cfg: Mapping | DictConfig, sample_rate: int, crop_length:
     return AugmentationChain(crop_length, transforms)
 
 
-__all__ = ["AugmentConfig", "AugmentationChain", "build_augmentation", "spectral_run", "validate_config"]
+__all__ = [
+    "AugmentConfig",
+    "AugmentationChain",
+    "FIXED_GRID_MAX",
+    "build_augmentation",
+    "pass_sizes",
+    "spectral_run",
+    "validate_config",
+]

@@ -41,8 +41,8 @@ from vcmr.audio.dsp import (
     pitch_span,
     polarity_inversion,
     reverb,
-    rfft_padded,
-    synthetic_rir,
+    rir_bank,
+    rir_bank_spectra,
     wsola_sizes,
     wsola_stretch,
 )
@@ -174,10 +174,11 @@ class RandomTransform(nn.Module):
     #: pass can do (:class:`RandomPitchShift`). ``""``: applied on its own.
     spectral_role: str = ""
 
-    def spectral_extent(self, params: Params) -> Tensor:
-        """``[b]`` samples by which each picked example's output may extend beyond its input,
-        both sides together (the zero padding the shared FFT pass needs)."""
-        return torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long)
+    def spectral_extent(self) -> int:
+        """Samples by which any example's output may extend beyond its input, both sides
+        together, for every possible draw (the zero padding the shared FFT pass needs; one
+        bound for every batch, so the pass keeps its FFT sizes from batch to batch)."""
+        return 0
 
     def spectral_state(self, params: Params, length: int, device: torch.device, generator: Optional[torch.Generator]) -> Any:
         """What :meth:`spectral_response` needs for the picked examples (``params``: their draws).
@@ -395,8 +396,9 @@ class RandomFilter(RandomTransform):
 
     spectral_role = "lti"
 
-    def spectral_extent(self, params: Params) -> Tensor:
-        return torch.ceil(2.0 * FILTER_PAD_PERIODS * self.sample_rate / params["cutoff_hz"].cpu()).long()
+    def spectral_extent(self) -> int:
+        lowest = min(self.lowpass_range[0], self.highpass_range[0])
+        return math.ceil(2.0 * FILTER_PAD_PERIODS * self.sample_rate / lowest)
 
     def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
         # Defined in Hz: a WSOLA stretch keeps frequencies; a later pitch shift moves the cut-off.
@@ -453,8 +455,8 @@ class RandomDelay(RandomTransform):
 
     spectral_role = "lti"
 
-    def spectral_extent(self, params: Params) -> Tensor:
-        return params["delay_samples"].cpu().long()
+    def spectral_extent(self) -> int:
+        return int(round(max(self.delays_ms) * self.sample_rate / 1000.0))
 
     def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
         d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
@@ -526,6 +528,14 @@ class _PitchTransform(RandomTransform):
         """``[b]`` float64 frequency factors ``2 ** (semitones / 12)`` of the picked examples."""
         return torch.pow(2.0, params["semitones"].detach().cpu().double() / 12.0)
 
+    def all_ratios(self) -> Tuple[float, ...]:
+        """Every frequency factor :meth:`sample` can draw, ascending (as :meth:`target_ratio` computes it)."""
+        return tuple(sorted(set(self.target_ratio({"semitones": self.semitone_values()}).tolist())))
+
+    def semitone_values(self) -> Tensor:
+        """``[K]`` float64: every shift in semitones :meth:`sample` can draw."""
+        raise NotImplementedError
+
     def time_scale(self, ratio: Tensor) -> Tensor:
         """How much longer than the clip the signal that gets resampled is (``[b]``): ``ratio``
         after a WSOLA stretch, 1 for ``resample`` (a span of the clip itself)."""
@@ -535,7 +545,10 @@ class _PitchTransform(RandomTransform):
         """``[b, length]`` signal whose band-limited resampling by ``ratio[b]`` is the output
         (:func:`vcmr.audio.dsp.pitch_span`); example ``b`` needs ``lengths[b]`` samples."""
         if self.method == "wsola":
-            return wsola_stretch(x, ratio, length, *self.wsola, lengths=lengths)
+            # One segment more than the longest needs: every example then ends the same way,
+            # inside a cross-fade with the segment after its last (the stretch of a clip that
+            # went on, cut), whether or not it is the longest of its batch.
+            return wsola_stretch(x, ratio, length + self.wsola[0], *self.wsola, lengths=lengths)[:, :length]
         return pitch_span(x, length)
 
 
@@ -591,6 +604,9 @@ class RandomPitchShift(_PitchTransform):
         _check_range(cfg, path, "min_semitones", "max_semitones")
         super().validate(cfg, path, sample_rate, crop_length)
 
+    def semitone_values(self) -> Tensor:
+        return torch.tensor(self.semitones or [0.0], dtype=torch.float64)
+
     def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
         if not self.semitones:
             return {"semitones": torch.zeros(batch_size, dtype=torch.float64)}
@@ -605,18 +621,35 @@ class RandomPitchShift(_PitchTransform):
 
 @dataclasses.dataclass
 class ReverbConfig:
-    """Convolution with a synthetic decaying-noise room response, mixed with the dry signal."""
+    """Convolution with a synthetic decaying-noise room response, mixed with the dry signal.
+
+    The responses come from a fixed bank (:func:`vcmr.audio.dsp.rir_bank`): ``rt60_steps``
+    reverberation times evenly spaced from ``min_rt60_s`` to ``max_rt60_s``, each with
+    ``irs_per_rt60`` independent noise draws from a generator seeded with ``bank_seed``.
+    """
 
     p: float = MISSING
     min_rt60_s: float = MISSING
     max_rt60_s: float = MISSING
+    rt60_steps: int = MISSING
+    irs_per_rt60: int = MISSING
+    bank_seed: int = MISSING
     min_wet: float = MISSING
     max_wet: float = MISSING
     ir_length_s: float = MISSING
 
 
 class RandomReverb(RandomTransform):
-    """Synthetic-room reverb: RT60 and wet fraction drawn uniformly, fresh noise IR per example."""
+    """Synthetic-room reverb: RT60 drawn uniformly from a grid, one of the bank's responses at
+    that RT60, and a wet fraction drawn uniformly.
+
+    Per example: ``rt60_s`` uniform over the ``rt60_steps`` values of the grid, the response
+    ``rir_index`` uniform over the ``irs_per_rt60`` bank entries at that RT60 (the row of
+    :func:`vcmr.audio.dsp.rir_bank`), ``wet`` uniform in ``[min_wet, max_wet]``. The response
+    applied is the one of that RT60: the bank is a cache of responses, not an approximation
+    of the draw. Inside the chain's FFT pass the responses' spectra at the pass's size are
+    computed once and kept (:func:`vcmr.audio.dsp.rir_bank_spectra`).
+    """
 
     Config = ReverbConfig
 
@@ -629,18 +662,32 @@ class RandomReverb(RandomTransform):
         min_wet: float,
         max_wet: float,
         ir_length_s: float,
+        rt60_steps: int,
+        irs_per_rt60: int,
+        bank_seed: int,
     ):
         super().__init__(p)
         self.sample_rate = int(sample_rate)
         self.rt60_range = (float(min_rt60_s), float(max_rt60_s))
         self.wet_range = (float(min_wet), float(max_wet))
         self.ir_length = max(1, int(round(ir_length_s * sample_rate)))
+        steps = 1 if min_rt60_s == max_rt60_s else int(rt60_steps)
+        #: The RT60 grid (seconds), a tuple so that it keys the bank caches.
+        grid = torch.linspace(float(min_rt60_s), float(max_rt60_s), steps, dtype=torch.float64)
+        self.rt60_grid = tuple(grid.tolist())
+        self.irs_per_rt60, self.bank_seed = int(irs_per_rt60), int(bank_seed)
 
     @classmethod
     def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
         if cfg.min_rt60_s <= 0:
             _fail(path, "min_rt60_s", cfg.min_rt60_s, "a reverberation time must be > 0 seconds")
         _check_range(cfg, path, "min_rt60_s", "max_rt60_s")
+        if cfg.rt60_steps < 1:
+            _fail(path, "rt60_steps", cfg.rt60_steps, "the RT60 grid needs at least 1 value")
+        if cfg.rt60_steps == 1 and cfg.min_rt60_s != cfg.max_rt60_s:
+            _fail(path, "rt60_steps", cfg.rt60_steps, "a grid of 1 value needs min_rt60_s == max_rt60_s")
+        if cfg.irs_per_rt60 < 1:
+            _fail(path, "irs_per_rt60", cfg.irs_per_rt60, "the bank needs at least 1 response per RT60")
         for key in ("min_wet", "max_wet"):
             if not 0.0 <= cfg[key] <= 1.0:
                 _fail(path, key, cfg[key], "the wet fraction must be in [0, 1]")
@@ -653,34 +700,44 @@ class RandomReverb(RandomTransform):
         return cls(sample_rate=sample_rate, **_config_kwargs(cfg))
 
     def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
+        dev = _draw_device(generator)
+        step = torch.randint(len(self.rt60_grid), (batch_size,), generator=generator, device=dev)
+        draw = torch.randint(self.irs_per_rt60, (batch_size,), generator=generator, device=dev)
         return {
-            "rt60_s": _uniform(batch_size, *self.rt60_range, generator),
+            "rt60_s": torch.tensor(self.rt60_grid, dtype=torch.float64, device=dev)[step],
+            "rir_index": step * self.irs_per_rt60 + draw,
             "wet": _uniform(batch_size, *self.wet_range, generator),
         }
 
+    def bank(self, device: torch.device) -> Tensor:
+        """``[rt60_steps * irs_per_rt60, ir_length]`` float32 responses (row ``i``: RT60
+        ``rt60_grid[i // irs_per_rt60]``), built once per device."""
+        return rir_bank(self.rt60_grid, self.irs_per_rt60, self.ir_length, self.sample_rate, self.bank_seed, device)
+
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
-        ir_len = min(self.ir_length, x.shape[-1])
-        rir = synthetic_rir(params["rt60_s"], ir_len, self.sample_rate, generator, device=x.device)
-        return reverb(x, rir, params["wet"])
+        rir = self.bank(x.device)[params["rir_index"].to(x.device), : x.shape[-1]]
+        return reverb(x, rir.unsqueeze(1), params["wet"])
 
     spectral_role = "lti"
 
-    def spectral_extent(self, params: Params) -> Tensor:
-        return torch.full(params["wet"].shape, self.ir_length, dtype=torch.long)
-
-    def spectral_state(self, params: Params, length: int, device: torch.device, generator: Optional[torch.Generator]) -> Any:
-        # The same draw, at the same point of the stream, as apply().
-        rir = synthetic_rir(params["rt60_s"], min(self.ir_length, length), self.sample_rate, generator, device=device)
-        return {"rir": rir.view(rir.shape[0], -1), "wet": params["wet"].to(device, torch.float32)}
+    def spectral_extent(self) -> int:
+        return self.ir_length
 
     def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
         # Applied after any pitch shift in the chain's order (time_scale and warp are 1).
-        rows = rows.to(state["rir"].device)
-        wet = state["wet"][rows].view(-1, 1)
-        return rfft_padded(state["rir"][rows], n).mul_(wet).add_(1.0 - wet)
+        dev = warp.device
+        rows = rows.to(state["wet"].device)
+        spectra = rir_bank_spectra(
+            self.rt60_grid, self.irs_per_rt60, self.ir_length, self.sample_rate, self.bank_seed, n, dev
+        )
+        wet = state["wet"][rows].to(dev, torch.float32).view(-1, 1)
+        return spectra.index_select(0, state["rir_index"][rows].to(dev)).mul_(wet).add_(1.0 - wet)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, rt60_s={self.rt60_range}, wet={self.wet_range}, ir_length={self.ir_length}"
+        return (
+            f"p={self.p}, rt60_s={self.rt60_range} in {len(self.rt60_grid)} steps, irs_per_rt60={self.irs_per_rt60}, "
+            f"wet={self.wet_range}, ir_length={self.ir_length}"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -844,8 +901,8 @@ class RandomMixDelay(RandomTransform):
 
     spectral_role = "lti"
 
-    def spectral_extent(self, params: Params) -> Tensor:
-        return params["delay_samples"].cpu().long()
+    def spectral_extent(self) -> int:
+        return int(math.floor(max(self.delays_ms, default=0.0) * self.sample_rate / 1000.0 + 1e-9))
 
     def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
         d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
@@ -898,6 +955,10 @@ class RandomPitchCents(_PitchTransform):
     def validate(cls, cfg: DictConfig, path: str, sample_rate: int, crop_length: int) -> None:
         _check_range(cfg, path, "min_cents", "max_cents")
         super().validate(cfg, path, sample_rate, crop_length)
+
+    def semitone_values(self) -> Tensor:
+        lo, hi = self.cents_range
+        return torch.arange(lo, hi + 1, dtype=torch.float64) / 100.0
 
     def sample(self, batch_size: int, generator: Optional[torch.Generator]) -> Params:
         lo, hi = self.cents_range
