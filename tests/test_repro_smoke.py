@@ -39,7 +39,9 @@ from vcmr.trainers.supervised import OneHotCrossEntropy, SupervisedConfig
 pytestmark = [pytest.mark.slow, pytest.mark.repro]
 
 REPRO = CONFIG_DIR / "repro"
-CLMR_CHAIN = ["polarity", "noise_std", "gain", "filter_sinc", "delay_mix", "pitch_cents", "reverb_sox"]
+# augment/clmr_exact.yaml: the transforms CLMR's chain applies, in order, with its probabilities.
+CLMR_CHAIN = {"polarity": 0.8, "noise_std": 0.01, "gain": 0.3, "filter_sinc": 0.8, "delay_mix": 0.3,
+              "pitch_cents": 0.6, "reverb_sox": 0.6}
 
 
 def smoke(runs: Path) -> List[str]:
@@ -77,8 +79,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
     """A private ``VCMR_CACHE`` for the module (never the user's), the runs folder, and a
     spy recording the LightningModule and Trainer that each trainer's ``fit`` received."""
     fitted: Dict[str, Any] = {}
+    cache = tmp_path_factory.mktemp("repro_cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VCMR_CACHE", str(tmp_path_factory.mktemp("repro_cache")))
+        mp.setenv("VCMR_CACHE", str(cache))
         for trainer_module in (music, video, supervised):
             original = trainer_module.fit
 
@@ -88,7 +91,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
                 return trainer
 
             mp.setattr(trainer_module, "fit", spy)
-        yield {"runs": tmp_path_factory.mktemp("repro_runs"), "fitted": fitted}
+        yield {"cache": cache, "runs": tmp_path_factory.mktemp("repro_runs"), "fitted": fitted}
 
 
 def logged_losses(run_dir: Path, key: str) -> List[float]:
@@ -161,13 +164,15 @@ def check_stage1(env, result, name: str, opt_cls, weight_decay: float, temperatu
     module, trainer = fitted["module"], fitted["trainer"]
     assert trainer.global_step == 2
     assert type(module.loss) is NTXentLoss and module.loss.temperature == temperature and not module.loss.gather
-    assert list(module.augment.transforms) == CLMR_CHAIN
+    assert {k: t.p for k, t in module.augment.transforms.items()} == CLMR_CHAIN  # dict order: the chain's
+    assert list(module.augment.transforms) == list(CLMR_CHAIN) and module.augment.transforms["pitch_cents"].method == "wsola"
     sizes = [tuple(m.weight.shape) for m in module.projector.modules() if isinstance(m, torch.nn.Linear)]
     assert sizes == [(512, 512), (out_dim, 512)]
     check_optimizer(trainer, opt_cls, 3e-4, weight_decay)
     cfg = saved_config(run_dir)
     assert cfg["optim"]["name"] == opt_cls.__name__.lower() and cfg["optim"]["weight_decay"] == weight_decay
     assert cfg["optim"]["schedule"] == "constant" and cfg["data"]["sample_rate"] == sample_rate
+    assert Path(cfg["data"]["root"]).is_relative_to(env["cache"])  # generated in the private cache
     assert Path(result["checkpoint"]).is_file() and Path(result["last_checkpoint"]).is_file()
     encoder = vcmr.load_encoder(result["export"])
     assert encoder.input_length == input_length
@@ -214,6 +219,7 @@ def test_vcmr_stage2(env, vcmr_stage1, vcmr_stage2):
     assert same[:5] == [True] * 4 + [False], same
     cfg = saved_config(run_dir)
     assert cfg["loss"]["name"] == "cross_modal_ntxent" and cfg["model"]["frozen_bn"] == "train"
+    assert Path(cfg["data"]["root"]).is_relative_to(env["cache"])
 
 
 # --------------------------------------------------------------------------------------
@@ -327,6 +333,11 @@ def check_stage3(env, result, name: str, opt_cls, head_cls, n_out: int, loss_cls
     assert Path(result["best_checkpoint"]).is_file()
     tagger, meta = load_tagger(result["best_checkpoint"])
     assert isinstance(tagger.head, head_cls) and len(meta["tags"]) == n_out
+    vcmr_recipe = name.startswith("repro_vcmr")
+    assert tagger.frozen_bn == ("train" if vcmr_recipe else "eval") and meta["mode"] == ("mlp" if vcmr_recipe else "linear")
+    if vcmr_recipe:
+        assert tagger.head.net[0].p == 0.3
+    assert saved_config(run_dir)["data"]["val_crop"] == "random"
     with torch.no_grad():
         out = tagger(torch.randn(2, 1, tagger.input_length))
     assert out.shape == (2, n_out) and torch.isfinite(out).all()
