@@ -261,13 +261,15 @@ def spectral_run(
     for stop in bounds:
         size_in = int(n_in[order[start]])
         rows = order[start:stop]
-        buf = torch.zeros(stop - start, size_in, dtype=torch.float32, device=dev)
+        buf = torch.empty(stop - start, size_in, dtype=torch.float32, device=dev)
         if bool(shifted[order[start]]):
             length = int(lengths[start - first_shifted])
             part = spans[start - first_shifted : stop - first_shifted, :length]
             torch.mul(part, n_out / size_in, out=buf[:, :length])
         else:
+            length = t
             torch.index_select(x[:, 0].float(), 0, rows.to(dev), out=buf[:, :t])
+        buf[:, length:] = 0.0
         if size_in == n_out:
             torch.fft.rfft(buf, out=spec_out[start:stop])
         else:
@@ -298,11 +300,14 @@ def spectral_run(
             states[name], r[hit], n_out, scale_dev[rows_b] if before else ones[rows_b],
             warp_dev[rows_b] if before else ones[rows_b],
         )
-        if hit.numel() == n_sel:
-            spec_out.mul_(resp)
-        else:
-            h = hit.to(dev)
-            spec_out.index_copy_(0, h, spec_out.index_select(0, h).mul_(resp))
+        h = None if hit.numel() == n_sel else hit.to(dev)
+        target = spec_out if h is None else spec_out.index_select(0, h)
+        if resp.is_complex():
+            target.mul_(resp)
+        else:  # a magnitude: real multiplications (a complex product would promote it first)
+            torch.view_as_real(target).mul_(resp.unsqueeze(-1))
+        if h is not None:
+            spec_out.index_copy_(0, h, target)
     y = torch.fft.irfft(spec_out, n=n_out)[:, :t]
     x.index_copy_(0, order.to(dev), y.unsqueeze(1).to(x.dtype))
     return drawn

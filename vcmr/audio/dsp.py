@@ -697,9 +697,10 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
         xn = xp.numpy()[order]
         nom = np.ascontiguousarray(nominal.numpy()[order].T)  # [K, b]
         spans = np.lib.stride_tricks.sliding_window_view(xn, span, axis=-1)[np.arange(b), nom[1:]]  # [K - 1, b, span]
-        cum = np.zeros((n_seg - 1, b, span + 1))
-        np.cumsum(np.square(spans, dtype=np.float64), axis=-1, out=cum[..., 1:])
-        half_n = ((cum[..., overlap : overlap + search] - cum[..., :search]) * 0.5).astype(np.float32)
+        cum = np.cumsum(np.square(spans, dtype=np.float64), axis=-1)  # cum[j] = sum of squares up to j
+        energy = cum[..., overlap - 1 : overlap - 1 + search].copy()
+        energy[..., 1:] -= cum[..., : search - 1]
+        half_n = (energy * 0.5).astype(np.float32)
         spans_f = scipy.fft.rfft(spans, n=n, axis=-1)  # [K - 1, b, F]
         windows = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[..., ::-1]
         out = np.empty((n_seg, b), dtype=np.int64)
@@ -787,8 +788,22 @@ def wsola_stretch(
     # Segment k supplies output samples [k step, (k + 1) step); the first `overlap` of them
     # (k >= 1) cross-fade with the continuation of segment k - 1. A last block continues the
     # last segment (its `overlap` samples sox flushes at the end).
+    starts = torch.cat([src, src[:, -1:] + step], dim=1)
+    if dev.type == "cpu":
+        # numpy's fancy indexing copies each window as one block, several times faster here.
+        xn, sn = xp.numpy(), starts.numpy()
+        rows_n = np.arange(b).reshape(b, 1)
+        blocks_n = np.lib.stride_tricks.sliding_window_view(xn, step, axis=-1)[rows_n, sn]  # [b, K + 1, step]
+        if n_seg > 1:
+            # The continuation of segment k - 1 fades out as segment k fades in.
+            tails = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[rows_n, sn[:, : n_seg - 1] + step]
+            head = blocks_n[:, 1:n_seg, :overlap]
+            head -= tails
+            head *= np.arange(overlap, dtype=np.float32) / np.float32(overlap)
+            head += tails
+        return torch.from_numpy(blocks_n.reshape(b, -1)[:, :length])
     rows = torch.arange(b, device=dev).view(b, 1)
-    blocks = xp.unfold(-1, step, 1)[rows, torch.cat([src, src[:, -1:] + step], dim=1)]  # [b, K + 1, step]
+    blocks = xp.unfold(-1, step, 1)[rows, starts]  # [b, K + 1, step]
     if n_seg > 1:
         fade = torch.arange(overlap, device=dev, dtype=blocks.dtype) / overlap
         tails = xp.unfold(-1, overlap, 1)[rows, src[:, :-1] + step]  # [b, K - 1, overlap]
