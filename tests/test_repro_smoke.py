@@ -127,8 +127,7 @@ def check_finite_losses(run_dir: Path, keys: Sequence[str]) -> None:
 
 
 def run_stage1(env: Dict[str, Any], name: str, extra: Sequence[str]) -> Dict[str, Any]:
-    overrides = ["data.root=demo", "data.index_workers=1", "trainer.max_steps=2", "trainer.limit_val_batches=1",
-                 *extra, *smoke(env["runs"])]
+    overrides = ["data.root=demo", "data.index_workers=1", "trainer.max_steps=2", *extra, *smoke(env["runs"])]
     cfg = load_config(REPRO / name, overrides, music.MusicPretrainConfig)
     return music.train(demo_music.prepare(cfg))
 
