@@ -200,3 +200,17 @@ def test_resample_taper_rolls_off_to_zero():
     w = D.resample_taper(1000, torch.device("cpu"))
     assert w.shape == (math.ceil(D.RESAMPLE_ROLLOFF * 1000),)
     assert float(w[0]) > 0.99 and float(w[-1]) == 0.0 and bool((w[1:] <= w[:-1]).all())
+
+
+def test_crop_equals_per_example_slices_on_every_path():
+    x = torch.randn(5, 2, 300, generator=gen(4))
+    start = torch.tensor([0, 17, 100, 3, 200])
+    ref = torch.stack([x[i, :, s : s + 100] for i, s in enumerate(start.tolist())])
+    strided = x.transpose(0, 1).contiguous().transpose(0, 1)  # not contiguous
+    for inp in (x, x.double(), x.clone().requires_grad_(True), strided):
+        y = D.crop(inp, start, 100)
+        assert y.shape == (5, 2, 100) and y.dtype == inp.dtype
+        torch.testing.assert_close(y.detach().float(), ref, rtol=0, atol=0)
+    y = D.crop(x, start, 100)
+    y.add_(1.0)  # a copy: the input is untouched
+    torch.testing.assert_close(D.crop(x, start, 100), ref, rtol=0, atol=0)

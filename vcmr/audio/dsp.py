@@ -272,6 +272,10 @@ def crop(x: Tensor, start: Tensor, crop_length: int) -> Tensor:
         ``[B, C, crop_length]`` (a copy).
     """
     b = x.shape[0]
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad:
+        # numpy's fancy indexing copies each window as one block (about 3x faster here).
+        windows = np.lib.stride_tricks.sliding_window_view(x.detach().numpy(), crop_length, axis=-1)
+        return torch.from_numpy(windows[np.arange(b), :, start.cpu().numpy()])
     # Windows of the unfolded view are contiguous rows, so this copies whole rows instead
     # of gathering sample by sample through a [B, C, crop_length] index tensor.
     rows = torch.arange(b, device=x.device)
@@ -696,12 +700,15 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
         active = (need[order][None, :] > np.arange(n_seg)[:, None]).sum(axis=1)
         xn = xp.numpy()[order]
         nom = np.ascontiguousarray(nominal.numpy()[order].T)  # [K, b]
-        spans = np.lib.stride_tricks.sliding_window_view(xn, span, axis=-1)[np.arange(b), nom[1:]]  # [K - 1, b, span]
+        # The spans searched, packed: segment k's are rows offset[k] .. offset[k] + active[k].
+        offset = np.concatenate([[0, 0], np.cumsum(active[1:])])
+        seg_of, row_of = np.nonzero(np.arange(b)[None, :] < active[1:, None])  # by segment, then row
+        spans = np.lib.stride_tricks.sliding_window_view(xn, span, axis=-1)[row_of, nom[seg_of + 1, row_of]]  # [P, *]
         cum = np.cumsum(np.square(spans, dtype=np.float64), axis=-1)  # cum[j] = sum of squares up to j
-        energy = cum[..., overlap - 1 : overlap - 1 + search].copy()
-        energy[..., 1:] -= cum[..., : search - 1]
+        energy = cum[:, overlap - 1 : overlap - 1 + search].copy()
+        energy[:, 1:] -= cum[:, : search - 1]
         half_n = (energy * 0.5).astype(np.float32)
-        spans_f = scipy.fft.rfft(spans, n=n, axis=-1)  # [K - 1, b, F]
+        spans_f = scipy.fft.rfft(spans, n=n, axis=-1)  # [P, F]
         windows = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[..., ::-1]
         out = np.empty((n_seg, b), dtype=np.int64)
         out[0] = src[torch.from_numpy(order), 0].numpy()
@@ -711,11 +718,12 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
             m = int(active[k])
             if m == 0:
                 break
+            rows_k = slice(offset[k], offset[k] + m)
             buf = windows[row_idx[:m], out[k - 1, :m] + step]
             spec = scipy.fft.rfft(buf, n=n, axis=-1)
-            spec *= spans_f[k - 1, :m]
+            spec *= spans_f[rows_k]
             conv = scipy.fft.irfft(spec, n=n, axis=-1, overwrite_x=True)[:, first : first + search]
-            conv -= half_n[k - 1, :m]
+            conv -= half_n[rows_k]
             out[k, :m] = nom[k, :m] + conv.argmax(-1)
         src[torch.from_numpy(order)] = torch.from_numpy(out.T.copy())
         return
