@@ -15,9 +15,10 @@ reverb). The signal processing itself lives in :mod:`vcmr.audio.dsp`.
 
 Consecutive transforms that are linear and time-invariant (filter, delay, reverb) and a pitch
 shift whose last step is band-limited resampling (``wsola``, ``resample``) run as one FFT pass
-over the batch: each example is transformed once, multiplied by the frequency responses of its
-filter and delay, resampled by keeping or zero-padding bins, multiplied by its reverb's response
-and transformed back (:func:`spectral_run`). The pass works on the zero-extended clip, so it is
+over the batch: each example is transformed once, resampled by keeping or zero-padding bins
+(with a short roll-off at the band edge), multiplied by the frequency responses of its filter,
+delay and reverb on the output grid, and transformed back (:func:`spectral_run`); the FFT
+sizes are fixed per chain (:func:`pass_sizes`), so cached responses serve every batch. The pass works on the zero-extended clip, so it is
 the transforms' composition without the cut back to the clip's length between them; a WSOLA
 stretch runs before the pass, ahead of the filter and delay that the chain's order puts first.
 
