@@ -167,6 +167,24 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
     assert rows == {"rfft": 0, "irfft": 0} and torch.equal(z, x)
 
 
+def naive_pitch_grid(need: int, ratios: tuple) -> tuple:
+    """pitch_grid written out: for multiples of 8, then 4, then 2, every candidate output size
+    from the smallest >= need to 10 % above it, in order; the first whose nearest input sizes
+    are all within the tolerance (else, over all, the smallest worst error)."""
+    fallback = None
+    for m in (8, 4, 2):
+        sizes = [n for n in range(m, 3 * need, m) if D._is_smooth(n, (2, 3, 5, 7, 11, 13))]
+        lo = min(n for n in sizes if n >= need)
+        for n_out in (n for n in sizes if lo <= n <= lo * 1.1):
+            n_in = [min(sizes, key=lambda n: (abs(n - r * n_out), n)) for r in ratios]
+            worst = max(abs(v / (r * n_out) - 1) for v, r in zip(n_in, ratios))
+            if worst <= D.PASS_PITCH_TOLERANCE:
+                return n_out, tuple(n_in)
+            if fallback is None or worst < fallback[0]:
+                fallback = (worst, n_out, tuple(n_in))
+    return fallback[1], fallback[2]
+
+
 def test_pass_sizes_are_fixed_fast_and_accurate():
     run = default_run()
     n_out, in_of = pass_sizes(run, 98415)
@@ -176,6 +194,10 @@ def test_pass_sizes_are_fixed_fast_and_accurate():
     for ratio, n_in in in_of.items():
         assert n_in % 8 == 0 and D._is_smooth(n_in, (2, 3, 5, 7, 11, 13))
         assert abs(n_in / n_out / ratio - 1) <= D.PASS_PITCH_TOLERANCE
+    # The grid is the one a naive search over every candidate finds.
+    ratios = tuple(in_of)
+    for need in (7000, 60000, 98415 + 27835):
+        assert D.pitch_grid(need, ratios) == naive_pitch_grid(need, ratios)
     # Pitch in cents draws from too many factors: sizes follow the batch's.
     cents = [("pitch_cents", T.RandomPitchCents(1.0, -700, 700, 1024, 256, "wsola", *MS, sample_rate=SR))]
     n1, in1 = pass_sizes(cents, 98415, (0.9, 1.2))

@@ -142,7 +142,8 @@ def pass_sizes(
 
     The output size ``n_out`` holds the clip plus the largest extent every transform of the
     run can have (:meth:`RandomTransform.spectral_extent`; those before the pitch shift
-    scaled to output time for its lowest factor), so it does not depend on the draws. With a
+    scaled to output time for the factor that lengthens them most), so it does not depend on
+    the draws. With a
     pitch shift, each factor gets its input size (pitch factor ``n_in / n_out``,
     :func:`vcmr.audio.dsp.pitch_grid`): for every factor the shift can draw when there are
     at most :data:`FIXED_GRID_MAX` of them, else for ``factors`` (the batch's).
@@ -154,11 +155,17 @@ def pass_sizes(
     cut = roles.index("resample") if "resample" in roles else len(run)
     pitch = run[cut][1] if cut < len(run) else None
     grid = pitch.all_ratios() if pitch is not None else ()
-    stretch = max(1.0, 1.0 / min(grid)) if grid else 1.0
     extent = 0
     for i, (_, tr) in enumerate(run):
-        if i != cut:
-            extent += math.ceil(tr.spectral_extent() * (stretch if i < cut else 1.0))
+        if i == cut:
+            continue
+        stretch = 1.0
+        if i < cut and grid:
+            # In output samples: a delay d becomes d * time_scale / r, a filter's ringing / r.
+            r = torch.tensor(grid, dtype=torch.float64)
+            per = pitch.time_scale(r) / r if tr.spectral_time_defined else 1.0 / r
+            stretch = max(1.0, float(per.max()))
+        extent += math.ceil(tr.spectral_extent() * stretch)
     # Rounded up to 1/64 of the clip, so that sizes recur for clips of similar lengths.
     quantum = max(1, length // 64)
     need = length + quantum * math.ceil(extent / quantum)

@@ -173,6 +173,10 @@ class RandomTransform(nn.Module):
     #: ``"resample"``: a pitch shift whose last step is band-limited resampling, which the same
     #: pass can do (:class:`RandomPitchShift`). ``""``: applied on its own.
     spectral_role: str = ""
+    #: Whether the response is defined in time (a delay: ``d`` clip samples are
+    #: ``d * time_scale / warp`` output samples before a pitch shift) rather than in frequency
+    #: (a filter: its ringing lasts ``1 / warp`` as long in output samples).
+    spectral_time_defined: bool = False
 
     def spectral_extent(self) -> int:
         """Samples by which any example's output may extend beyond its input, both sides
@@ -454,6 +458,7 @@ class RandomDelay(RandomTransform):
         return delay(x, params["delay_samples"], self.volume)
 
     spectral_role = "lti"
+    spectral_time_defined = True
 
     def spectral_extent(self) -> int:
         return int(round(max(self.delays_ms) * self.sample_rate / 1000.0))
@@ -900,6 +905,7 @@ class RandomMixDelay(RandomTransform):
         return mix_delay(x, params["delay_samples"], self.volume)
 
     spectral_role = "lti"
+    spectral_time_defined = True
 
     def spectral_extent(self) -> int:
         return int(math.floor(max(self.delays_ms, default=0.0) * self.sample_rate / 1000.0 + 1e-9))
