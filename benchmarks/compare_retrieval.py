@@ -4,7 +4,7 @@
     python benchmarks/compare_retrieval.py --runs runs/compare_retrieval --out table.md trainer.max_epochs=5
 
 Every row is one ``vcmr.trainers.retrieval.train`` run of ``config/train_retrieval_demo.yaml``
-(same videos, same validation split as stage 2), in this order:
+(the demo library set; its validation videos are held out by the demo stage-2 model too), in this order:
 
 1. VCMR's joint model: the demo stage-2 export under ``--runs`` (trained once there if none);
 2. VM-NET on its hand-crafted music features;

@@ -34,6 +34,27 @@ def test_lines_are_rate_limited(monkeypatch):
     assert buf.getvalue().splitlines()[-1].startswith("slow: 1000/1000")
 
 
+def test_no_extra_lines_between_intervals(monkeypatch):
+    """tqdm's monitor thread refreshes bars whose ``miniters`` grew; in a log that printed an
+    extra line a few seconds after each interval's line."""
+    import time
+
+    import tqdm
+
+    monkeypatch.setenv("VCMR_PROGRESS_SECONDS", "0.2")
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0.05)
+    buf = io.StringIO()
+    bar = progress_bar(total=100, desc="steady", file=buf)
+    end = time.monotonic() + 0.25
+    while time.monotonic() < end:  # fast updates: one line at 0.2 s
+        bar.update(1)
+        time.sleep(0.002)
+    time.sleep(0.15)  # no update for less than one interval: no line
+    printed = len(buf.getvalue().splitlines())
+    bar.close()
+    assert printed == 2, buf.getvalue()  # the first line and the one at 0.2 s
+
+
 def test_terminal_detection_can_be_forced(monkeypatch):
     buf = io.StringIO()
     assert not interactive(buf)

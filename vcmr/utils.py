@@ -195,6 +195,7 @@ def progress_bar(*args: object, **kwargs: object):
 
     class _Lines(tqdm):
         _printed = -1
+        monitor_interval = 0  # tqdm's monitor thread would refresh between intervals: extra lines
 
         def display(self, msg: object = None, pos: object = None) -> bool:
             if msg is not None and not msg:  # a clear request (leave=False): nothing to erase
@@ -215,7 +216,7 @@ def progress_bar(*args: object, **kwargs: object):
     kwargs.setdefault("mininterval", progress_interval())
     if kwargs.get("leave", True) is False:
         kwargs.setdefault("delay", kwargs["mininterval"])
-    kwargs["maxinterval"] = 0  # no monitor thread forcing extra refreshes
+    kwargs["maxinterval"] = 0  # miniters never raised from elapsed time
     kwargs["dynamic_ncols"] = False
     kwargs.setdefault(
         "bar_format", "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}{postfix}]"

@@ -23,7 +23,7 @@ from vcmr.video.frames import FrameGrid, iter_samples
 from vcmr.video.probe import probe
 
 SMALL = DemoVideoSettings(n_videos=3, seed=1, duration=6.0, size=48, fps=8, sample_rate=16000,
-                          min_shot=1.5, max_shot=2.5, oneshot_fraction=0.0, crf=23)
+                          min_shot=1.5, max_shot=2.5, oneshot_fraction=0.0, crf=23, aac_coder="fast")
 DEMO_OVERRIDES = [
     "progress=false", "num_workers=0", "demo.n_videos=6", "demo.duration=8", "demo.size=48", "demo.fps=8",
     "demo.min_shot=1.5", "demo.max_shot=3", "demo.oneshot_fraction=0.34", "window.seconds=6",

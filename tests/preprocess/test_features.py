@@ -153,8 +153,9 @@ def test_command_config_kinds_and_demo_overrides(dataset: Path) -> None:
     (summary,) = run(cfg)
     assert summary.done == 4
     demo = load_config(CONFIG_DIR / "extract_features_demo.yaml", [], ExtractFeaturesConfig)
+    retrieval_demo = load_config(CONFIG_DIR / "train_retrieval_demo.yaml", [], None)
     stage2 = load_config(CONFIG_DIR / "vid_pretrain_demo.yaml", [], None)
-    assert list(demo.demo.cfg_overrides) == list(stage2.demo.cfg_overrides)  # the same demo dataset
+    assert list(demo.demo.cfg_overrides) == list(retrieval_demo.demo.cfg_overrides)  # the demo library set
     assert demo.features.vmnet_audio.sample_rate == stage2.data.sample_rate
 
 

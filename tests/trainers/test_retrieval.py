@@ -174,8 +174,12 @@ def test_config_errors_name_the_key(data: Path, tmp_path: Path) -> None:
     assert clip_starts(7, 3, 2) == [0, 2, 4] and clip_starts(2, 3, 1) == []
     demo = load_config(CONFIG_DIR / "train_retrieval_demo.yaml", [], TrainRetrievalConfig)
     stage2 = load_config(CONFIG_DIR / "vid_pretrain_demo.yaml", [], None)
-    assert list(demo.demo.cfg_overrides) == list(stage2.demo.cfg_overrides)
-    assert demo.data.val_fraction == stage2.data.val_fraction  # the same validation videos as stage 2
+    # The demo library set's songs are the first of the stage-2 demo set's (same generator seed),
+    # and its validation videos are validation videos of the stage-2 demo model too.
+    lib, s2 = (dict(o.split("=", 1) for o in c.demo.cfg_overrides) for c in (demo, stage2))
+    assert "demo.seed" not in lib and "demo.seed" not in s2
+    assert int(lib["demo.n_videos"]) <= int(s2["demo.n_videos"]) and lib["audio.sample_rate"] == s2["audio.sample_rate"]
+    assert demo.data.val_fraction <= stage2.data.val_fraction
 
 
 def test_embedder_deploys_seed_models_from_their_exports(tmp_path: Path) -> None:

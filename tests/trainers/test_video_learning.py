@@ -65,14 +65,15 @@ def test_stage2_learns_the_planted_correspondence(tmp_path):
     ))
     s2 = train_video(load_config(
         CONFIG_DIR / "vid_pretrain_demo.yaml",
-        [*common, f"data.root={dataset}", f"model.audio_init={s1['export']}"],
+        [*vcfg.demo.from_stage1, *common, f"data.root={dataset}", f"model.audio_init={s1['export']}"],
         VideoPretrainConfig,
     ))
     m = s2["metrics"]
     # R@1 and chance are k/N fractions logged as float32: compare with a rounding margin.
     chance = m["val/chance/R@1"]
-    assert m["val/a2v/R@1"] >= 5 * chance - 1e-6, m
-    assert m["val/v2a/R@1"] >= 5 * chance - 1e-6, m
+    assert m["val/chance/R@1"] <= 0.01 + 1e-6, m  # at least 100 validation videos
+    assert m["val/a2v/R@1"] >= 7 * chance - 1e-6, m
+    assert m["val/v2a/R@1"] >= 7 * chance - 1e-6, m
     assert m["val/a2v/median_rank"] < m["val/chance/median_rank"] / 2, m
 
     before = probe_accuracy(s1["export"], dataset, sr, length, vcfg.data.val_fraction, "key")

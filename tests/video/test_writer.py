@@ -27,6 +27,18 @@ def test_roundtrip_picture_and_sound(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name != "a.mp4"]  # no temp files left
 
 
+def test_fast_aac_coder_keeps_the_sound(tmp_path):
+    sr = 8000
+    t = np.arange(3 * sr) / sr
+    audio = (0.4 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 2 * t)).astype(np.float32)
+    path = write_video(tmp_path / "a.mp4", None, 10, audio, sr, aac_coder="fast")
+    got = load_audio(path, sr, offset=0.5, duration=2.0)
+    assert np.corrcoef(got, audio[sr // 2 : sr // 2 + 2 * sr])[0, 1] > 0.99
+    with pytest.raises(ValueError, match="aac_coder must be one of"):
+        write_video(tmp_path / "b.mp4", None, 10, audio, sr, aac_coder="quick")
+    assert not (tmp_path / "b.mp4").exists()
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="nothing to write"):
         write_video(tmp_path / "x.mp4", None, 10)

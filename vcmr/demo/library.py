@@ -1,7 +1,7 @@
 """The demo clip and music libraries, and the demo search: ``demo`` values made concrete.
 
 ``input: demo`` is the folder of generated demo music videos (the ``videos/`` folder next to
-the demo stage-2 dataset, :func:`vcmr.demo.models.demo_dataset`), ``model: demo`` the newest
+the demo library set, :func:`vcmr.demo.models.demo_library_set`), ``model: demo`` the newest
 demo stage-2 export (:func:`vcmr.demo.models.ensure_demo_model`, trained once if missing),
 and ``output: demo`` ``<demo.output_root>/<kind>_<model sha256[:10]>``, so a newer demo
 model gets a library of its own. For the search, ``library: demo`` is that library (built
@@ -22,10 +22,10 @@ DEMO_LIBRARY_CONFIG = "library_demo.yaml"
 
 
 def demo_videos() -> Path:
-    """The generated demo music videos (built or reused with the stage-2 demo's settings)."""
-    from vcmr.demo.models import demo_dataset
+    """The generated demo music videos of the demo library set (built or reused)."""
+    from vcmr.demo.models import demo_library_set
 
-    return demo_dataset().parent / "videos"
+    return demo_library_set().parent / "videos"
 
 
 def _sha256(path: str) -> str:

@@ -59,13 +59,28 @@ def ensure_demo_model(runs: str | os.PathLike = "runs", overrides: Sequence[str]
     return path
 
 
-def demo_dataset() -> Path:
-    """The demo music-video dataset, built with the dataset settings of the stage-2 demo config."""
+#: The config whose ``demo.cfg_overrides`` define the demo library set (160 videos of 24 s),
+#: used by the seed-model, feature and library demos.
+DEMO_LIBRARY_SET_CONFIG = "train_retrieval_demo.yaml"
+
+
+def _dataset_of(config: str) -> Path:
     from vcmr.demo.videos import ensure_demo_dataset
 
-    # Only the demo block is read: no stage-2 schema, so this does not depend on training settings.
-    cfg = load_config(CONFIG_DIR / DEMO_STAGE2_CONFIG)
+    # Only the demo block is read: no schema, so this does not depend on training settings.
+    cfg = load_config(CONFIG_DIR / config)
     return ensure_demo_dataset(list(cfg.demo.get("cfg_overrides", [])))
+
+
+def demo_dataset() -> Path:
+    """The stage-2 demo music-video dataset, built with the dataset settings of the stage-2 demo config."""
+    return _dataset_of(DEMO_STAGE2_CONFIG)
+
+
+def demo_library_set() -> Path:
+    """The demo library set: longer videos (24 s) than the stage-2 set, the same generated songs
+    for the first 160, and validation videos the stage-2 demo model holds out too."""
+    return _dataset_of(DEMO_LIBRARY_SET_CONFIG)
 
 
 def prepare(cfg: DictConfig, runs: Optional[str | os.PathLike] = None) -> DictConfig:

@@ -35,8 +35,10 @@ def run_demo(output_root: str = "runs/demo", stage3_mode: str = "finetune", extr
     r1 = train_music(music.prepare(cfg1))
 
     rank_zero_print("\n=== Dataset builder + stage 2: video-conditioned pretraining ===")
+    from_stage1 = list(load_config(CONFIG_DIR / "vid_pretrain_demo.yaml").demo.get("from_stage1", []))
     cfg2 = load_config(
-        CONFIG_DIR / "vid_pretrain_demo.yaml", [*common, f"model.audio_init={r1['export']}"], VideoPretrainConfig
+        CONFIG_DIR / "vid_pretrain_demo.yaml", [*from_stage1, *common, f"model.audio_init={r1['export']}"],
+        VideoPretrainConfig,
     )
     r2 = train_video(videos.prepare(cfg2))
 

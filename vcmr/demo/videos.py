@@ -60,6 +60,7 @@ class DemoVideoSettings:
         max_shot: longest shot, seconds.
         oneshot_fraction: share of videos without any cut.
         crf: x264 constant rate factor (quality).
+        aac_coder: FFmpeg AAC coder of the sound track (``fast``, ``twoloop``, ``anmr``).
     """
 
     n_videos: int
@@ -72,6 +73,7 @@ class DemoVideoSettings:
     max_shot: float
     oneshot_fraction: float
     crf: int
+    aac_coder: str
 
     @classmethod
     def from_config(cls, node: Any) -> "DemoVideoSettings":
@@ -146,7 +148,7 @@ def draw_frames(spec: SongSpec, cuts: Sequence[float], s: DemoVideoSettings, rng
 
 def write_demo_video(path: str | os.PathLike, frames, audio: np.ndarray, s: DemoVideoSettings) -> Path:
     """Encode frames (h264) and mono audio (AAC) into an mp4 with the index at the front."""
-    return write_video(path, frames, s.fps, audio, s.sample_rate, crf=s.crf)
+    return write_video(path, frames, s.fps, audio, s.sample_rate, crf=s.crf, aac_coder=s.aac_coder)
 
 
 def _spec_record(video_id: str, spec: SongSpec, cuts: Sequence[float], oneshot: bool) -> Dict[str, Any]:

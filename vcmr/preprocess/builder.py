@@ -147,6 +147,7 @@ class DemoConfig:
     max_shot: float = MISSING
     oneshot_fraction: float = MISSING
     crf: int = MISSING
+    aac_coder: str = MISSING
 
 
 @dataclasses.dataclass
