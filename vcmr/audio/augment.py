@@ -129,6 +129,17 @@ def _has_resampler(chain: AugmentationChain, names: List[str]) -> bool:
     return any(chain.transforms[n].spectral_role == "resample" for n in names)
 
 
+#: Rows of the pass whose responses are computed and applied at once (see spectral_run).
+RESPONSE_ROWS = 4
+
+
+def _row_chunks(mask: Tensor, size: int) -> List[Tuple[int, int]]:
+    """``(start, stop)`` of the runs of true values of ``mask: [n]`` bool, cut into pieces of at
+    most ``size``."""
+    edges = torch.diff(torch.nn.functional.pad(mask.to(torch.int8), (1, 1))).nonzero().view(-1).tolist()
+    return [(a, min(a + size, stop)) for start, stop in zip(edges[::2], edges[1::2]) for a in range(start, stop, size)]
+
+
 #: A pitch shift with at most this many possible factors gets FFT sizes that fit all of them
 #: (the same sizes for every batch); one with more (pitch in cents) gets sizes for the factors
 #: its batch drew.
@@ -244,9 +255,16 @@ def spectral_run(
         table = torch.tensor(list(in_of), dtype=torch.float64)
         nearest = (ratio[p_idx].view(-1, 1) - table.view(1, -1)).abs().argmin(dim=1)
         n_in[p_idx] = torch.tensor(list(in_of.values()), dtype=torch.long)[nearest]
-    # Unshifted examples first, then the shifted ones by input size.
+    # Unshifted examples first, then the shifted ones by input size; within a size, by the
+    # transforms that picked them (the most picking first), so that each transform's examples
+    # are a few runs of consecutive rows of the pass.
     key = torch.where(any_picked, n_in + shifted.long() * (int(n_in.max()) + 1), torch.full_like(n_in, -1))
-    order = torch.argsort(key, stable=True)[int((key < 0).sum()) :]
+    bits = torch.zeros(b, dtype=torch.long)
+    lti = [name for i, (name, _) in enumerate(run) if i != cut and name in subs]
+    for rank, name in enumerate(sorted(lti, key=lambda nm: -picked[nm].numel())):
+        bits[picked[name]] += 1 << (len(lti) - 1 - rank)
+    within = torch.argsort(-bits, stable=True)
+    order = within[torch.argsort(key[within], stable=True)][int((key < 0).sum()) :]
     n_sel = order.numel()
     eff = n_in.double() / n_out  # the pitch factor each example gets
     scale = pitch[1].time_scale(eff) if pitch is not None else torch.ones(b, dtype=torch.float64)
@@ -293,29 +311,24 @@ def spectral_run(
                 spec_out[start:stop, keep:] = 0
         start = stop
     del spans
-    # The responses, in chain order (they commute; the order only fixes rounding). Position of
-    # each example in each transform's picked sub-batch: -1 where not picked.
+    # The responses, in chain order (they commute; the order only fixes rounding), computed
+    # and applied a few consecutive rows at a time: slices of the pass's spectra instead of
+    # gathered copies, and small temporaries (on the CPU a fresh tensor of many megabytes
+    # costs page faults on first touch, several times the cost of the arithmetic).
     for i, (name, tr) in enumerate(run):
         if i == cut or name not in subs:
             continue
         r = torch.full((b,), -1, dtype=torch.long)
         r[picked[name]] = torch.arange(picked[name].numel())
-        r = r[order]
-        hit = torch.nonzero(r >= 0).view(-1)
-        rows_b = order[hit].to(dev)
+        r = r[order]  # position of each row of the pass in this transform's draws (-1: not picked)
         before = i < cut
-        resp = tr.spectral_response(
-            states[name], r[hit], n_out, scale_dev[rows_b] if before else ones[rows_b],
-            warp_dev[rows_b] if before else ones[rows_b],
-        )
-        h = None if hit.numel() == n_sel else hit.to(dev)
-        target = spec_out if h is None else spec_out.index_select(0, h)
-        if resp.is_complex():
-            target.mul_(resp)
-        else:  # a magnitude: real multiplications (a complex product would promote it first)
-            torch.view_as_real(target).mul_(resp.unsqueeze(-1))
-        if h is not None:
-            spec_out.index_copy_(0, h, target)
+        for start, stop in _row_chunks(r >= 0, RESPONSE_ROWS):
+            rows_b = order[start:stop].to(dev)
+            resp = tr.spectral_response(
+                states[name], r[start:stop], n_out, scale_dev[rows_b] if before else ones[rows_b],
+                warp_dev[rows_b] if before else ones[rows_b],
+            )
+            spec_out[start:stop].mul_(resp)
     y = torch.fft.irfft(spec_out, n=n_out)[:, :t]
     x.index_copy_(0, order.to(dev), y.unsqueeze(1).to(x.dtype))
     return drawn
