@@ -25,7 +25,7 @@ default spinning threads.
 
 Run by hand (needs the ``dev`` extra for audiomentations)::
 
-    python benchmarks/bench_augment.py --batch 32 --reps 5 --threads 1 2
+    python benchmarks/bench_augment.py --batch 32 --reps 10 --threads 1 2
 
 It prints clips per second of every chain and the ratios to audiomentations side by side,
 then each chain's milliseconds per batch step by step (a step is one transform, or the
