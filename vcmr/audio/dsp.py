@@ -7,14 +7,16 @@ noise tensor (:func:`add_noise`) or a ``torch.Generator`` (:func:`random_crop`,
 :func:`synthetic_rir`), so a seeded generator gives identical outputs.
 
 Filters are zero-phase Butterworth magnitude responses applied in the frequency domain.
-Pitch shift has two methods. ``phase_vocoder``: a phase-vocoder time stretch by
+Pitch shift has three methods. ``phase_vocoder``: a phase-vocoder time stretch by
 ``2**(s/12)`` (with identity phase locking) followed by band-limited (FFT) resampling back
 to the input length, so pitch moves by ``s`` semitones while duration and tempo stay.
 ``resample``: the playback rate changes by ``2**(s/12)`` (band-limited FFT resampling of a
 span ``2**(s/12)`` times the output length), which moves pitch and keeps the length but also
-changes the tempo; it is several times cheaper. Reverb convolves (by FFT) with a synthetic
-room impulse response: white noise under an exponential envelope that falls by 60 dB after
-the given RT60.
+changes the tempo; it is several times cheaper. ``wsola``: sox's ``pitch``, a WSOLA time
+stretch (:func:`wsola_stretch`) then the same resampling. Reverb convolves (by FFT) with a
+synthetic room impulse response: white noise under an exponential envelope that falls by
+60 dB after the given RT60 (:func:`synthetic_rir`; :func:`rir_bank` keeps a seeded bank of
+them, :func:`rir_bank_spectra` their spectra at an FFT size).
 """
 
 from __future__ import annotations
