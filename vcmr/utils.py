@@ -152,6 +152,15 @@ def open_container(path: str | os.PathLike, error: type, reason: str = "cannot o
         raise error(path, f"{reason}: {exc}") from exc
 
 
+def stream_seconds(container: object, stream: object) -> float:
+    """Duration the headers give for a PyAV ``stream``: its own, else the container's, else NaN."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return float("nan")
+
+
 #: Seconds between two progress lines when the output is not a terminal (``$VCMR_PROGRESS_SECONDS``).
 PROGRESS_SECONDS = 30.0
 

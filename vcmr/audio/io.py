@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 import numpy as np
 import soxr
 
-from vcmr.utils import PERMISSION_DENIED, MediaFileError, atomic_path, open_container
+from vcmr.utils import PERMISSION_DENIED, MediaFileError, atomic_path, open_container, stream_seconds
 
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | {".mp3", ".m4a", ".aac", ".opus", ".webm", ".mp4", ".mkv", ".mov"}
@@ -67,15 +67,6 @@ class AudioInfo:
     channels: int
     duration: float
     codec: str
-
-
-def _stream_seconds(container, stream) -> float:
-    """Duration the headers give for ``stream``: its own, else the container's, else NaN."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return float("nan")
 
 
 def _check_file(path: Path) -> None:
@@ -144,7 +135,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
             raise AudioDecodeError(path, "no audio stream")
         stream = container.streams.audio[0]
         try:
-            duration = _stream_seconds(container, stream)
+            duration = stream_seconds(container, stream)
             sr, channels, name = (int(stream.codec_context.sample_rate or 0), int(stream.codec_context.channels),
                                   stream.codec_context.name)
         except (av.error.FFmpegError, ValueError, TypeError) as exc:
@@ -235,7 +226,7 @@ def _pyav_blocks(path: Path, container: Any, offset: float, duration: Optional[f
     if sr <= 0:
         raise AudioDecodeError(path, "audio stream has no sample rate")
     _check_rate(path, sr)
-    expected = _stream_seconds(container, stream)
+    expected = stream_seconds(container, stream)
     start_s = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     if offset > 0:
         try:

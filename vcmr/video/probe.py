@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from vcmr.utils import MediaFileError, open_container
+from vcmr.utils import MediaFileError, open_container, stream_seconds
 
 #: Reason given when a container cannot be opened.
 OPEN_FAILED = "cannot open container (corrupt or truncated)"
@@ -60,14 +60,6 @@ class MediaInfo:
     usable_start: float = 0.0
 
 
-def _stream_duration(stream, container) -> float:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return float("nan")
-
-
 def _start(stream) -> float:
     """Start time of a stream in seconds (0 when the container does not say)."""
     if stream.start_time is None or stream.time_base is None:
@@ -110,8 +102,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         aus = container.streams.audio[0]
         vcodec = _codec_name(path, vs, "video")
         acodec = _codec_name(path, aus, "audio")
-        vdur = _stream_duration(vs, container)
-        adur = _stream_duration(aus, container)
+        vdur = stream_seconds(container, vs)
+        adur = stream_seconds(container, aus)
         offset = _start(aus) - _start(vs)
         usable_start = max(0.0, offset)
         duration = min(vdur, offset + adur) - usable_start
