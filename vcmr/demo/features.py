@@ -3,10 +3,11 @@
 The word ``demo`` in those configs becomes generated files here, and nowhere below this
 package: ``input=demo`` / ``data.root=demo`` is the demo library set
 (:func:`vcmr.demo.videos.ensure_demo_dataset` with the ``demo.cfg_overrides`` of the config:
-160 videos of 24 s, whose validation videos the stage-2 demo model holds out too), and a stage-2 model given as ``demo``
-(``features.stage2_audio.model``, ``recipes.vcmr.export``) is the newest demo export under
-``runs/``, trained once if there is none (:func:`vcmr.demo.models.ensure_demo_model`). A
-demo model is only looked for when the run uses it.
+160 videos of 24 s, whose validation videos the stage-2 demo model holds out too), and a
+stage-2 model given as ``demo`` (``features.stage2_audio.model``, ``recipes.vcmr.export``)
+is the newest demo export under ``runs/``, trained once if there is none
+(:func:`vcmr.demo.models.ensure_demo_model`). A demo model is only looked for when the run
+uses it.
 """
 
 from __future__ import annotations
