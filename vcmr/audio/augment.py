@@ -18,9 +18,10 @@ shift whose last step is band-limited resampling (``wsola``, ``resample``) run a
 over the batch: each example is transformed once, resampled by keeping or zero-padding bins
 (with a short roll-off at the band edge), multiplied by the frequency responses of its filter,
 delay and reverb on the output grid, and transformed back (:func:`spectral_run`); the FFT
-sizes are fixed per chain (:func:`pass_sizes`), so cached responses serve every batch. The pass works on the zero-extended clip, so it is
-the transforms' composition without the cut back to the clip's length between them; a WSOLA
-stretch runs before the pass, ahead of the filter and delay that the chain's order puts first.
+sizes are fixed per chain (:func:`pass_sizes`), so cached responses serve every batch. The
+pass works on the zero-extended clip, so it is the transforms' composition without the cut
+back to the clip's length between them; a WSOLA stretch runs before the pass, ahead of the
+filter and delay that the chain's order puts first.
 
 All randomness is drawn from the optional ``torch.Generator`` given to ``forward``, so a
 seeded generator gives identical outputs. Inside the chain, transforms write into the
