@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import socket
 from pathlib import Path
 from typing import Dict
@@ -258,12 +257,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> Dict[int, Dict[str, torch.Tensor]]:
+def ddp_results(
+    tmp_path_factory: pytest.TempPathFactory, warm_start_method: str
+) -> Dict[int, Dict[str, torch.Tensor]]:
     import torch.multiprocessing as mp
 
     out_dir = tmp_path_factory.mktemp("ddp")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    mp.start_processes(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True,
+                       start_method=warm_start_method)
     return {r: torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)}
 
 

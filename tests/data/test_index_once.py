@@ -133,12 +133,13 @@ def _worker(rank: int, port: int, root: str, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
+def two_ranks(tmp_path_factory, warm_start_method):
     import torch.multiprocessing as mp
 
     root = make_folder(tmp_path_factory.mktemp("audio"))
     out_dir = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_worker, args=(_free_port(), str(root), str(out_dir)), nprocs=2, join=True)
+    mp.start_processes(_worker, args=(_free_port(), str(root), str(out_dir)), nprocs=2, join=True,
+                       start_method=warm_start_method)
     return {r: torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(2)}, out_dir
 
 

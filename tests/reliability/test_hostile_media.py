@@ -5,9 +5,8 @@ permission problems, links/FIFOs/sockets/unreadable folders, and bounded memory 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import shutil
-import subprocess
 import sys
 import tracemalloc
 import warnings
@@ -69,44 +68,68 @@ def test_a_header_claiming_2_hz_is_a_bad_header(tmp_path):
 # Permissions and the hostile corpus, checked in one process that permissions apply to
 # --------------------------------------------------------------------------------------
 
-_CHECK = """
-import json, sys
-from vcmr.audio.io import AudioDecodeError, audio_info, load_audio, verify_audio
-from vcmr.data.audio_folder import index_folder
-perm, corpus = sys.argv[1], sys.argv[2]
-out = {}
-readers = {"audio_info": audio_info, "verify_audio": verify_audio, "load_audio": lambda p: load_audio(p, 16000)}
-for name in ("a.wav", "b.mp4"):
-    for fn, read in readers.items():
-        try:
-            read(perm + "/" + name)
-            out[name + ":" + fn] = "read"
-        except AudioDecodeError as exc:
-            out[name + ":" + fn] = str(exc)
-from vcmr.video.probe import MediaError, probe
-try:
-    probe(perm + "/b.mp4")
-    out["b.mp4:probe"] = "read"
-except MediaError as exc:
-    out["b.mp4:probe"] = str(exc)
-for verify in ("header", "full"):
-    usable, rejected = index_folder(perm, [".wav", ".mp4"], 16000, 1.0, verify=verify, progress=False)
-    out["perm:" + verify] = [[r.relpath, r.reason] for r in rejected]
-    usable, rejected = index_folder(corpus, [".wav", ".mp3", ".mp4"], 16000, 1.0, verify=verify, progress=False)
-    out["corpus:" + verify] = {"usable": [f.relpath for f in usable], "rejected": {r.relpath: r.reason for r in rejected}}
-print(json.dumps(out))
-"""
+#: Linux capabilities that let root bypass file permissions (linux/capability.h).
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def _drop_permission_bypass() -> None:
+    """Drop ``CAP_DAC_OVERRIDE`` and ``CAP_DAC_READ_SEARCH`` from this process, so file permissions
+    apply to root too (what ``setpriv --bounding-set=-dac_override,-dac_read_search`` gives a
+    program it starts)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    keep = ~((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH)) & 0xFFFFFFFF
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    data[0].effective &= keep
+    data[0].permitted &= keep
+    data[0].inheritable &= keep
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def _unprivileged_check(perm: str, corpus: str, out_path: str) -> None:
+    """In a worker process: give up the permission bypass, read the unreadable files with every
+    reader, index both folders, and write what each said to ``out_path`` (JSON)."""
+    from vcmr.video.probe import MediaError, probe
+
+    if os.geteuid() == 0:
+        _drop_permission_bypass()
+    out = {}
+    readers = {"audio_info": audio_info, "verify_audio": verify_audio, "load_audio": lambda p: load_audio(p, SR)}
+    for name in ("a.wav", "b.mp4"):
+        for fn, read in readers.items():
+            try:
+                read(perm + "/" + name)
+                out[name + ":" + fn] = "read"
+            except AudioDecodeError as exc:
+                out[name + ":" + fn] = str(exc)
+    try:
+        probe(perm + "/b.mp4")
+        out["b.mp4:probe"] = "read"
+    except MediaError as exc:
+        out["b.mp4:probe"] = str(exc)
+    for verify in ("header", "full"):
+        usable, rejected = index_folder(perm, [".wav", ".mp4"], SR, 1.0, verify=verify, progress=False)
+        out["perm:" + verify] = [[r.relpath, r.reason] for r in rejected]
+        usable, rejected = index_folder(corpus, [".wav", ".mp3", ".mp4"], SR, 1.0, verify=verify, progress=False)
+        out["corpus:" + verify] = {"usable": [f.relpath for f in usable],
+                                   "rejected": {r.relpath: r.reason for r in rejected}}
+    Path(out_path).write_text(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def unprivileged_checks(tmp_path_factory):
+def unprivileged_checks(tmp_path_factory, warm_start_method):
     """Unreadable files, and the whole hostile corpus, indexed by a process that file
     permissions apply to (root without the capabilities that bypass them)."""
-    prefix = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: permissions cannot be tested")
-        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
     perm = tmp_path_factory.mktemp("perm")
     save_audio(perm / "a.wav", hostile.tone(1.5, SR), SR)
     hostile.aac_mp4(perm / "b.mp4", 1.5, SR)
@@ -115,11 +138,17 @@ def unprivileged_checks(tmp_path_factory):
     corpus = tmp_path_factory.mktemp("hostile") / "corpus"
     expected = hostile.make_corpus(corpus)
     save_audio(corpus / "good" / "song.wav", hostile.tone(2.0, SR), SR)
-    # A FIFO opened for reading would block forever: the timeout turns that into a failure.
-    proc = subprocess.run([*prefix, sys.executable, "-c", _CHECK, str(perm), str(corpus)],
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1]), expected
+    out_path = tmp_path_factory.mktemp("checks") / "checks.json"
+    proc = multiprocessing.get_context(warm_start_method).Process(
+        target=_unprivileged_check, args=(str(perm), str(corpus), str(out_path)))
+    proc.start()
+    proc.join(180)  # a FIFO opened for reading would block forever: the timeout turns that into a failure
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        pytest.fail("the unprivileged checks did not finish in 180 s")
+    assert proc.exitcode == 0, f"the unprivileged checks failed (exit code {proc.exitcode})"
+    return json.loads(out_path.read_text()), expected
 
 
 def test_permission_problems_say_permission_denied(unprivileged_checks):

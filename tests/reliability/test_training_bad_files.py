@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import DDPStrategy
 
 from vcmr.audio.io import AudioDecodeError, load_audio, save_audio
 from vcmr.config import CONFIG_DIR, load_config
@@ -146,11 +147,13 @@ def test_every_training_item_bad_ends_with_the_no_step_error_not_a_crash(tmp_pat
     assert len(read_report(run / "rejected_files.tsv")) == 4
 
 
-def test_ddp_ranks_skip_together_and_gather_unequal_batches(tmp_path):
+def test_ddp_ranks_skip_together_and_gather_unequal_batches(tmp_path, warm_start_method):
     """Two gloo ranks, DistributedSampler without shuffling: rank 0 gets items 0, 2, 4, ...
     Step 1: rank 0's items 0 and 2 are bad -> both ranks skip (a zero loss). Step 2: rank 0
-    has one item (4 is bad), rank 1 two: the loss gathers 3 rows. Step 3: full."""
-    _fit_tiny(tmp_path, 12, bad=[0, 2, 4], batch_size=2, devices=2, strategy="ddp_spawn")
+    has one item (4 is bad), rank 1 two: the loss gathers 3 rows. Step 3: full.
+    The ranks are started like ``ddp_spawn``'s, from the suite's warm forkserver."""
+    _fit_tiny(tmp_path, 12, bad=[0, 2, 4], batch_size=2, devices=2,
+              strategy=DDPStrategy(start_method=warm_start_method))
     rows = _metrics(tmp_path)
     assert [float(r["train/bad_items"]) for r in rows if r.get("train/bad_items")] == [3.0]  # both ranks
     assert [r.relpath for r in read_report(tmp_path / "rejected_files.tsv")] == ["item00.wav", "item02.wav", "item04.wav"]
