@@ -20,8 +20,11 @@ $(VENV)/.installed: setup.py
 demo: setup
 	$(PY) -m vcmr.scripts.demo
 
+# Two pytest-xdist workers, each running whole test files (module fixtures are built once);
+# TEST_WORKERS=0 runs everything in one process, TEST_WORKERS=auto one worker per core.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # The long end-to-end learning checks (stage-2 learning on the demo videos, the packaged sentence encoder).
 test-slow: setup

@@ -44,7 +44,8 @@ setup(
         "wandb": ["wandb"],
         # ONNX export of encoders and taggers (vcmr.models.export.export_onnx).
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        "dev": ["pytest>=7", "pytest-timeout", "audiomentations>=0.35", "scikit-video", "onnx>=1.14", "onnxruntime>=1.16"],
+        "dev": ["pytest>=7", "pytest-timeout", "pytest-xdist>=3.5", "audiomentations>=0.35", "scikit-video",
+                "onnx>=1.14", "onnxruntime>=1.16"],
     },
     entry_points={
         "console_scripts": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 import numpy as np
 import pytest
@@ -13,7 +13,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+#: Two torch threads at most; under pytest-xdist the cores are shared out between the workers.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 #: What the suite's forkserver imports once (see ``warm_start_method``): torch, Lightning and the
 #: vcmr modules its worker processes run.
@@ -25,6 +27,10 @@ WARM_MODULES = [
 
 #: Name of the fixture whose tests start worker processes from the forkserver.
 WARM_FIXTURE = "warm_start_method"
+
+#: The environment before any test ran: the forkserver starts from it, not from what tests left
+#: behind in this process (``VCMR_RUN_DIR``, ``VCMR_AUDIO_INDEX``, monkeypatched variables).
+_SESSION_ENV = dict(os.environ)
 
 
 @pytest.fixture
@@ -43,9 +49,9 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Optional[str]:
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory, env: Mapping[str, str] = os.environ) -> Optional[str]:
     """The session's own ``VCMR_CACHE``, or None where the user's is kept (set, and not on CI)."""
-    if "VCMR_CACHE" not in os.environ or os.environ.get("CI"):
+    if "VCMR_CACHE" not in env or env.get("CI"):
         return str(tmp_path_factory.getbasetemp() / "vcmr_cache")
     return None
 
@@ -61,29 +67,31 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 def _start_forkserver(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Start this process's forkserver with :data:`WARM_MODULES` preloaded (no-op once running).
 
-    The server is started from the session's environment (with the private ``VCMR_CACHE``), never
-    from a test's monkeypatched one, so every process started from it sees the same settings.
+    The server gets the session's starting environment (with the private ``VCMR_CACHE``), so
+    every process started from it sees the same settings whichever test started it.
     """
     from multiprocessing import forkserver
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(WARM_MODULES)
-    cache, before = _private_cache_dir(tmp_path_factory), os.environ.get("VCMR_CACHE")
+    env = dict(_SESSION_ENV)
+    cache = _private_cache_dir(tmp_path_factory, _SESSION_ENV)
     if cache is not None:
-        os.environ["VCMR_CACHE"] = cache
+        env["VCMR_CACHE"] = cache
+    current = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
     try:
         forkserver.ensure_running()
     finally:
-        if before is None:
-            os.environ.pop("VCMR_CACHE", None)
-        else:
-            os.environ["VCMR_CACHE"] = before
+        os.environ.clear()
+        os.environ.update(current)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _forkserver_early(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
     """In a plain (single-process) run that will need it, start the forkserver before the first test:
-    its imports then run on the core the test process leaves idle. Under pytest-xdist each worker
-    starts it only when one of its tests asks (both cores are busy anyway)."""
+    its imports then run on the core the test process leaves idle. Under pytest-xdist a worker starts
+    its own only when one of its tests asks (both cores are busy anyway)."""
     if "PYTEST_XDIST_WORKER" in os.environ:
         return
     if any(WARM_FIXTURE in getattr(item, "fixturenames", ()) for item in request.session.items):
