@@ -22,7 +22,8 @@ torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 WARM_MODULES = [
     "torch", "torch.distributed", "pytorch_lightning", "soundfile", "vcmr.audio.io", "vcmr.video.probe",
     "vcmr.data.audio_folder", "vcmr.losses", "vcmr.trainers.base", "vcmr.retrieval.library",
-    "vcmr.retrieval.embedder", "vcmr.video.encoders", "vcmr.scripts.build_library", "open_clip",
+    "vcmr.retrieval.embedder", "vcmr.video.encoders", "vcmr.scripts.build_library", "vcmr.preprocess.builder",
+    "open_clip",
 ]
 
 #: Name of the fixture whose tests start worker processes from the forkserver.
@@ -77,14 +78,21 @@ def _start_forkserver(tmp_path_factory: pytest.TempPathFactory) -> None:
     cache = _private_cache_dir(tmp_path_factory, _SESSION_ENV)
     if cache is not None:
         env["VCMR_CACHE"] = cache
-    current = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
+    changed = {k: os.environ.get(k) for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}
+    _set_env({k: env.get(k) for k in changed})
     try:
         forkserver.ensure_running()
     finally:
-        os.environ.clear()
-        os.environ.update(current)
+        _set_env(changed)
+
+
+def _set_env(values: Mapping[str, Optional[str]]) -> None:
+    """Set these environment variables; None unsets one."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -179,12 +179,13 @@ def test_shards_partition_and_merge(make_video, video_dir, tmp_path, tiny_cfg):
         np.testing.assert_array_equal(np.load(root / r.feature_path), np.load(single / s.feature_path))
 
 
-def test_worker_processes_give_the_same_outputs(make_video, video_dir, tmp_path, tiny_cfg):
+def test_worker_processes_give_the_same_outputs(make_video, video_dir, tmp_path, tiny_cfg, warm_start_method):
     for name in ("a.mp4", "b.mp4"):
         make_video(name, COLORS, motion=True)
     make_video("bad.mp4", COLORS, audio=False)
     build(tiny_cfg(video_dir, tmp_path / "serial"))
-    par = build(tiny_cfg(video_dir, tmp_path / "par", "num_workers=2", "max_pending=2"))
+    par = build(tiny_cfg(video_dir, tmp_path / "par", "num_workers=2", "max_pending=2",
+                         f"start_method={warm_start_method}"))
     assert par.counts == {"ok": 2, "failed": 1}
     for a, b in zip(read_manifest(tmp_path / "serial"), read_manifest(tmp_path / "par")):
         assert a == b

@@ -209,13 +209,14 @@ def _crashing_downloader(source, settings):
     return _local_downloader(source, settings)
 
 
-def test_a_crashing_worker_fails_only_its_video(make_video, tmp_path, tiny_cfg):
+def test_a_crashing_worker_fails_only_its_video(make_video, tmp_path, tiny_cfg, warm_start_method):
     root = tmp_path / "ds"
     (root / "library").mkdir(parents=True)
     shutil.move(make_video("clip.mp4", COLORS), root / "library" / "clip.mp4")
     lst = tmp_path / "list.txt"
     lst.write_text("okvideo0001\ncrashvideo1\nokvideo0002\nokvideo0003\n")
-    summary = build(tiny_cfg(lst, root, "num_workers=1", "max_pending=2"), downloader=_crashing_downloader)
+    cfg = tiny_cfg(lst, root, "num_workers=1", "max_pending=2", f"start_method={warm_start_method}")
+    summary = build(cfg, downloader=_crashing_downloader)
     recs = _by_id(root)
     assert summary.counts == {"ok": 3, "failed": 1}
     assert recs["crashvideo1"].reason.startswith("worker process crashed")
