@@ -100,7 +100,7 @@ def test_script_reports_config_errors(capsys):
 def test_ddp_two_cpu_ranks(music_folder, tmp_path):
     """A few steps of 2-process DDP (gloo) through the real entry point."""
     args = stage1_overrides(music_folder, tmp_path, ["trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1"])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # one thread per rank: two ranks, two cores
     env.pop("VCMR_RUN_DIR", None)
     proc = subprocess.run(
         [sys.executable, "-m", "vcmr.scripts.mus_pretrain", "--config", str(CONFIG_DIR / "mus_pretrain.yaml"), *args],

@@ -118,7 +118,7 @@ def test_unknown_video_encoder_names_the_key(dataset, tmp_path):
 
 def test_ddp_two_cpu_ranks(dataset, tmp_path):
     args = stage2_overrides(dataset, tmp_path, extra=["trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1"])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # one thread per rank: two ranks, two cores
     env.pop("VCMR_RUN_DIR", None)
     proc = subprocess.run(
         [sys.executable, "-m", "vcmr.scripts.vid_pretrain", "--config", str(CONFIG_DIR / "vid_pretrain.yaml"), *args],
