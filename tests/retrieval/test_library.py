@@ -201,6 +201,7 @@ def test_sigkill_mid_build_then_rerun_gives_the_same_library(tmp_path, built, vi
     open_clip), which is SIGKILLed once two videos are recorded; a rerun finishes the library."""
     from vcmr.scripts.build_library import main
 
+    root_ref, _ = built
     out = tmp_path / "killed"
     args = [f"--config={CONFIG_DIR / 'library.yaml'}", *TINY, f"input={videos}", f"output={out}", f"model={model_path}"]
     proc = multiprocessing.get_context(warm_start_method).Process(target=main, args=(args,))
@@ -215,7 +216,7 @@ def test_sigkill_mid_build_then_rerun_gives_the_same_library(tmp_path, built, vi
     assert 2 <= done < 7 and not (out / "library.sqlite").exists() and not (out / "clips.index").exists()
     summary = build(tiny_cfg(videos, out, model_path))
     assert summary.processed == 7 - done
-    _same_library(out, built[0])
+    _same_library(out, root_ref)
 
 
 def test_shards_then_merge_equal_one_build(tmp_path, built, videos, model_path):
