@@ -53,11 +53,11 @@ from typing import Callable, Dict, List, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from vcmr.audio.augment import AugmentationChain, build_augmentation, spectral_run  # noqa: E402
 from vcmr.audio.dsp import random_crop, synthetic_rir  # noqa: E402
 from vcmr.audio.io import save_audio  # noqa: E402
+from vcmr.utils import progress_bar  # noqa: E402
 from vcmr.config import load_config  # noqa: E402
 from vcmr.demo.synth import random_spec, render  # noqa: E402
 
@@ -74,6 +74,10 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chains (= clips per turn)")
     ap.add_argument("--reps", type=int, default=7, help="timed batches per chain and thread count")
+    ap.add_argument(
+        "--warm-batches", type=int, default=1,
+        help="untimed batches before each timed one of a torch chain (re-caches its FFT plans)",
+    )
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch CPU thread counts to measure")
     ap.add_argument("--device", default="cpu", help="device of the torch chains (cpu or cuda)")
     ap.add_argument("--sample-rate", type=int, default=16000)
@@ -200,7 +204,9 @@ class TorchTimer:
             acc["+".join(run)] = time.perf_counter() - start
         return out
 
-    def step(self) -> None:
+    def step(self, warm: int = 0) -> None:
+        for _ in range(warm):
+            self._run(self.gen, {})
         acc: Dict[str, float] = {}
         start = time.perf_counter()
         out = self._run(self.gen, acc)
@@ -283,10 +289,13 @@ def main() -> None:
             steps = reference_chain(cfg, sr, Path(tmp), args.pitch_method)
             ref = ReferenceTimer(steps, songs, args.clip_length, sr, args.seed)
             load_before = os.getloadavg()[0]
-            # Interleave the chains batch by batch so that a busy machine slows them alike.
-            for _ in tqdm(range(args.reps), desc=f"{n_threads} thread(s)", leave=False):
+            # Interleave the chains batch by batch so that a busy machine slows them alike. A
+            # training run calls one chain batch after batch, so the FFT plans of its sizes
+            # stay cached (scipy keeps those of its 16 latest sizes); here the other chains'
+            # sizes evict them, so each turn of a chain starts with untimed batches.
+            for _ in progress_bar(range(args.reps), desc=f"{n_threads} thread(s)", leave=False):
                 for timer in timers.values():
-                    timer.step()
+                    timer.step(args.warm_batches)
                 ref.step(args.batch)
             results.append((n_threads, timers, ref, load_before, os.getloadavg()[0]))
 
