@@ -74,10 +74,6 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument("--batch", type=int, default=32, help="batch size of the torch chains (= clips per turn)")
     ap.add_argument("--reps", type=int, default=7, help="timed batches per chain and thread count")
-    ap.add_argument(
-        "--warm-batches", type=int, default=1,
-        help="untimed batches before each timed one of a torch chain (re-caches its FFT plans)",
-    )
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch CPU thread counts to measure")
     ap.add_argument("--device", default="cpu", help="device of the torch chains (cpu or cuda)")
     ap.add_argument("--sample-rate", type=int, default=16000)
@@ -204,9 +200,7 @@ class TorchTimer:
             acc["+".join(run)] = time.perf_counter() - start
         return out
 
-    def step(self, warm: int = 0) -> None:
-        for _ in range(warm):
-            self._run(self.gen, {})
+    def step(self) -> None:
         acc: Dict[str, float] = {}
         start = time.perf_counter()
         out = self._run(self.gen, acc)
@@ -289,13 +283,10 @@ def main() -> None:
             steps = reference_chain(cfg, sr, Path(tmp), args.pitch_method)
             ref = ReferenceTimer(steps, songs, args.clip_length, sr, args.seed)
             load_before = os.getloadavg()[0]
-            # Interleave the chains batch by batch so that a busy machine slows them alike. A
-            # training run calls one chain batch after batch, so the FFT plans of its sizes
-            # stay cached (scipy keeps those of its 16 latest sizes); here the other chains'
-            # sizes evict them, so each turn of a chain starts with untimed batches.
+            # Interleave the chains batch by batch so that a busy machine slows them alike.
             for _ in progress_bar(range(args.reps), desc=f"{n_threads} thread(s)", leave=False):
                 for timer in timers.values():
-                    timer.step(args.warm_batches)
+                    timer.step()
                 ref.step(args.batch)
             results.append((n_threads, timers, ref, load_before, os.getloadavg()[0]))
 

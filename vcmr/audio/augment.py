@@ -208,9 +208,11 @@ def spectral_run(
     ``n_in / n_out``), multiplied by the frequency responses of the transforms (those before
     the pitch shift on the output grid: frequencies times the pitch factor, delays divided by
     it), transformed back and cut to ``T``. ``n_out`` leaves room for every response's extent,
-    so no output wraps around into the clip (:func:`pass_sizes`). Examples sharing ``n_in``
-    share each forward FFT call, and all share the inverse one. Examples no transform picked
-    are not touched.
+    so no output wraps around into the clip (:func:`pass_sizes`). The unshifted examples make
+    one forward and one inverse FFT call, the shifted ones one forward call per input size and
+    one inverse call (on the CPU, each a multiple of :data:`SIMD_ROWS` rows; with several torch
+    threads the unshifted examples run in a second thread). Examples no transform picked are
+    not touched.
 
     Args:
         x: ``[B, 1, T]`` float waveform, overwritten with the result.
