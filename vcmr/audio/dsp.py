@@ -765,8 +765,9 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
     n = next_fast_len(span)
     first = overlap - 1
     # argmin of sum (c - buf)^2 = argmax of (c . buf - |c|^2 / 2) over candidates c; the
-    # continuation reversed: its convolution with a span is the correlation. Window energies
-    # in float64: near-ties between candidates are decided as sox decides them.
+    # continuation reversed: its convolution with a span is the correlation. In float32, as
+    # sox computes its differences; a window's energy is a difference of sums over one span
+    # (a few hundred samples), so its rounding is that of the correlation.
     if xp.device.type == "cpu":
         import scipy.fft
 
@@ -780,10 +781,11 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
         offset = np.concatenate([[0, 0], np.cumsum(active[1:])])
         seg_of, row_of = np.nonzero(np.arange(b)[None, :] < active[1:, None])  # by segment, then row
         spans = np.lib.stride_tricks.sliding_window_view(xn, span, axis=-1)[row_of, nom[seg_of + 1, row_of]]  # [P, *]
-        cum = np.cumsum(np.square(spans, dtype=np.float64), axis=-1)  # cum[j] = sum of squares up to j
-        energy = cum[:, overlap - 1 : overlap - 1 + search].copy()
+        # cum[j] = sum of squares up to j (torch's float32 cumsum: several times numpy's speed).
+        cum = torch.from_numpy(spans).square().cumsum_(-1)
+        energy = cum[:, overlap - 1 : overlap - 1 + search].clone()
         energy[:, 1:] -= cum[:, : search - 1]
-        half_n = (energy * 0.5).astype(np.float32)
+        half_n = energy.mul_(0.5).numpy()
         spans_f = scipy.fft.rfft(spans, n=n, axis=-1)  # [P, F]
         windows = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[..., ::-1]
         out = np.empty((n_seg, b), dtype=np.int64)
@@ -808,8 +810,8 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
         return
     rows = torch.arange(b, device=xp.device).view(b, 1)
     spans = xp.unfold(-1, span, 1)[rows, nominal[:, 1:]]  # [b, K - 1, span]
-    cum = torch.nn.functional.pad(spans.double().pow(2).cumsum(-1), (1, 0))
-    half_energy = (cum[..., overlap : overlap + search] - cum[..., :search]).mul_(0.5).float()  # [b, K - 1, search]
+    cum = torch.nn.functional.pad(spans.pow(2).cumsum(-1), (1, 0))
+    half_energy = (cum[..., overlap : overlap + search] - cum[..., :search]).mul_(0.5)  # [b, K - 1, search]
     spans_f = torch.fft.rfft(spans, n=n)
     cont = torch.arange(overlap - 1, -1, -1, device=xp.device) + step
     for k in range(1, n_seg):
