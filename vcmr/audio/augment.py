@@ -292,6 +292,14 @@ def spectral_run(
     n_bins = n_out // 2 + 1
     n_plain = int((~shifted[order]).sum())  # the unshifted rows come first in the pass
 
+    # On the CPU with several torch threads, the unshifted rows run in a second thread while
+    # this one runs the WSOLA stretch (whose loop holds the GIL for short steps; the FFTs and
+    # torch's operations release it), then the two share the forward FFTs of the shifted rows
+    # and their responses and inverse FFT, half the rows each. Each FFT call then runs on one
+    # thread (the two Python threads are the parallelism).
+    pool = _pass_pool() if dev.type == "cpu" and torch.get_num_threads() > 1 else None
+    workers = 1 if pool is not None else None
+
     def finish(first: int, last: int, spec: Tensor) -> Tensor:
         """Multiply the responses into ``spec`` (rows ``first:last`` of the pass) and transform
         back: ``[last - first, t]``. In chain order (they commute; the order only fixes
@@ -310,39 +318,39 @@ def spectral_run(
                     warp_dev[rows_b] if before else ones[rows_b],
                 )
                 spec[a:z].mul_(resp)
-        return real_ifft(spec, n_out)[: last - first, :t]
+        return real_ifft(spec, n_out, workers)[: last - first, :t]
 
     def plain() -> Tensor:
         """The unshifted rows, transformed at n_out."""
         buf = torch.zeros(_simd_rows(n_plain, dev), n_out, dtype=torch.float32, device=dev)
         torch.index_select(x[:, 0].float(), 0, order[:n_plain].to(dev), out=buf[:n_plain, :t])
-        spec = real_fft(buf)
+        spec = real_fft(buf, workers)
         del buf
         return finish(0, n_plain, spec)
 
-    def shifted_rows(helper: Optional[Callable[[Callable[[], None]], Any]]) -> Tensor:
+    def shifted_rows() -> Tensor:
         """The shifted rows: the pitch shift's signals (a WSOLA stretch or a span of the clip),
         one forward FFT per input size, each spectrum cut or zero-padded to n_bins (the
-        resampling; scaled by n_out / n_in on the way in) into one array for the inverse FFT.
-        With a ``helper`` (a second thread), the sizes are shared out between it and this one."""
+        resampling; scaled by n_out / n_in on the way in) into one array for the inverse FFT."""
         rows_p = order[n_plain:]
         lengths = torch.clamp(torch.ceil(t * eff[rows_p]).long(), max=n_in[rows_p])
         spans = pitch[1].span(x.index_select(0, rows_p.to(dev))[:, 0], eff[rows_p], lengths, int(lengths.max()))
-        spec_s = torch.empty(_simd_rows(n_sel - n_plain, dev), n_bins, dtype=torch.complex64, device=dev)
-        spec_s[n_sel - n_plain :] = 0
-        groups = [(a, z) for a, z in zip([n_plain] + bounds, bounds) if a >= n_plain]
+        n_shift = n_sel - n_plain
+        spec_s = torch.empty(_simd_rows(n_shift, dev), n_bins, dtype=torch.complex64, device=dev)
+        spec_s[n_shift:] = 0
+        groups = [(a - n_plain, z - n_plain) for a, z in zip([0] + bounds[:-1], bounds) if a >= n_plain]
 
         def one_size(start: int, stop: int) -> None:
-            size_in = int(n_in[order[start]])
-            length = int(lengths[start - n_plain])
+            size_in = int(n_in[order[n_plain + start]])
+            length = int(lengths[start])
             buf = torch.empty(_simd_rows(stop - start, dev), size_in, dtype=torch.float32, device=dev)
-            torch.mul(spans[start - n_plain : stop - n_plain, :length], n_out / size_in, out=buf[: stop - start, :length])
+            torch.mul(spans[start:stop, :length], n_out / size_in, out=buf[: stop - start, :length])
             buf[: stop - start, length:] = 0.0
             buf[stop - start :] = 0.0
-            spec = real_fft(buf)
+            spec = real_fft(buf, workers)
             del buf
             keep = min(n_bins, spec.shape[-1])
-            out = spec_s[start - n_plain : stop - n_plain]
+            out = spec_s[start:stop]
             out[:, :keep] = spec[: stop - start, :keep]
             del spec
             # The band edge of the resampling rolls off (a brick wall would ring through the
@@ -353,37 +361,49 @@ def spectral_run(
             if keep < n_bins:
                 out[:, keep:] = 0
 
-        queue = iter(groups)
-        lock = threading.Lock()
-
-        def drain() -> None:
-            while True:
-                with lock:
-                    group = next(queue, None)
-                if group is None:
-                    return
-                one_size(*group)
-
-        other = helper(drain) if helper is not None else None
-        drain()
-        if other is not None:
-            other.result()
+        _share(pool, [lambda g=g: one_size(*g) for g in groups])
         del spans
-        return finish(n_plain, n_sel, spec_s)
+        if pool is None or n_shift <= SIMD_ROWS:
+            return finish(n_plain, n_sel, spec_s)
+        # Two halves, the first a multiple of SIMD_ROWS rows.
+        half = _simd_rows(n_shift // 2, dev)
+        parts: List[Optional[Tensor]] = [None, None]
 
-    # On the CPU with several torch threads, the unshifted rows run in a second thread while
-    # this one runs the WSOLA stretch (whose loop holds the GIL for short steps; the FFTs and
-    # torch's operations release it), then the two share the forward FFTs of the shifted rows.
-    pool = _pass_pool() if dev.type == "cpu" and torch.get_num_threads() > 1 else None
+        def part(i: int, a: int, z: int) -> None:
+            parts[i] = finish(n_plain + a, n_plain + z, spec_s[a : _simd_rows(z, dev) if z == n_shift else z])
+
+        _share(pool, [lambda: part(0, 0, half), lambda: part(1, half, n_shift)])
+        return torch.cat(parts)
+
     outputs: List[Tuple[int, int, Any]] = []
     if n_plain:
         outputs.append((0, n_plain, pool.submit(plain) if pool is not None and n_sel > n_plain else plain()))
     if n_sel > n_plain:
-        outputs.append((n_plain, n_sel, shifted_rows(pool.submit if pool is not None else None)))
+        outputs.append((n_plain, n_sel, shifted_rows()))
     for first, last, y in outputs:
         y = y.result() if isinstance(y, Future) else y
         x.index_copy_(0, order[first:last].to(dev), y.unsqueeze(1).to(x.dtype))
     return drawn
+
+
+def _share(pool: Optional[ThreadPoolExecutor], tasks: List[Callable[[], None]]) -> None:
+    """Run ``tasks`` in this thread, or in this one and ``pool``'s helper thread side by side
+    (each takes the next task left; the helper may still be busy with earlier work)."""
+    queue = iter(tasks)
+    lock = threading.Lock()
+
+    def drain() -> None:
+        while True:
+            with lock:
+                task = next(queue, None)
+            if task is None:
+                return
+            task()
+
+    other = pool.submit(drain) if pool is not None and len(tasks) > 1 else None
+    drain()
+    if other is not None:
+        other.result()
 
 
 _POOL: Optional[ThreadPoolExecutor] = None

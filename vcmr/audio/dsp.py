@@ -275,15 +275,16 @@ def rfft_padded(x: Tensor, n: int) -> Tensor:
     return torch.fft.rfft(buf)
 
 
-def real_fft(x: Tensor) -> Tensor:
+def real_fft(x: Tensor, workers: Optional[int] = None) -> Tensor:
     """``torch.fft.rfft(x)`` over the last axis; on the CPU computed by scipy's pocketFFT.
 
     torch sets up MKL's transform afresh on every CPU call (about 2-3 ms for sizes near
     140,000, as long as the transform of a dozen rows), while scipy keeps the plans of its
-    recent sizes, and per row it is as fast or faster. Threads: torch's intra-op count.
+    recent sizes, and per row it is as fast or faster.
 
     Args:
         x: ``[..., n]`` float32 or float64 signal (any device).
+        workers: CPU threads (default: torch's intra-op count).
 
     Returns:
         ``[..., n // 2 + 1]`` complex64 (complex128 for float64) on ``x``'s device.
@@ -292,16 +293,18 @@ def real_fft(x: Tensor) -> Tensor:
         return torch.fft.rfft(x)
     import scipy.fft
 
-    return torch.from_numpy(scipy.fft.rfft(x.detach().numpy(), axis=-1, workers=torch.get_num_threads()))
+    workers = workers or torch.get_num_threads()
+    return torch.from_numpy(scipy.fft.rfft(x.detach().numpy(), axis=-1, workers=workers))
 
 
-def real_ifft(spec: Tensor, n: int) -> Tensor:
+def real_ifft(spec: Tensor, n: int, workers: Optional[int] = None) -> Tensor:
     """``torch.fft.irfft(spec, n=n)``: the spectrum cut or zero-padded to ``n // 2 + 1`` bins,
     transformed back to ``n`` samples; on the CPU by scipy's pocketFFT (see :func:`real_fft`).
 
     Args:
         spec: ``[..., m]`` complex spectrum (any device; a strided view is fine).
         n: output samples.
+        workers: CPU threads (default: torch's intra-op count).
 
     Returns:
         ``[..., n]`` float32 (float64 for complex128) on ``spec``'s device.
@@ -310,7 +313,8 @@ def real_ifft(spec: Tensor, n: int) -> Tensor:
         return torch.fft.irfft(spec, n=n)
     import scipy.fft
 
-    return torch.from_numpy(scipy.fft.irfft(spec.detach().numpy(), n=n, axis=-1, workers=torch.get_num_threads()))
+    workers = workers or torch.get_num_threads()
+    return torch.from_numpy(scipy.fft.irfft(spec.detach().numpy(), n=n, axis=-1, workers=workers))
 
 
 def _check_crop(crop_length: int, t_in: int) -> None:
