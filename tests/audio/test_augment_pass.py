@@ -280,3 +280,31 @@ def test_crop_equals_per_example_slices_on_every_path():
     y = D.crop(x, start, 100)
     y.add_(1.0)  # a copy: the input is untouched
     torch.testing.assert_close(D.crop(x, start, 100), ref, rtol=0, atol=0)
+
+
+def test_a_forked_child_does_not_inherit_the_helper_thread():
+    # The pass's helper thread does not survive fork(): a child (e.g. a DataLoader worker)
+    # must not queue work for a thread it does not have. (torch's own OpenMP threads do not
+    # survive fork either, so the child runs the pass with one thread, as DataLoader workers do.)
+    import multiprocessing
+
+    x = 0.3 * torch.randn(12, 1, 4000, generator=gen(4))
+    torch.set_num_threads(2)
+    try:
+        spectral_run(x.clone(), default_run(), gen(1))  # the parent's helper thread exists now
+        assert augment._POOL is not None
+    finally:
+        torch.set_num_threads(1)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        inherited, got = pool.apply_async(_pass_in_child, (x, 1)).get(timeout=60)
+    want = x.clone()
+    spectral_run(want, default_run(), gen(1))
+    assert inherited is False
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-6, rtol=0)
+
+
+def _pass_in_child(x: torch.Tensor, seed: int) -> tuple:
+    inherited = augment._POOL is not None
+    y = x.clone()
+    spectral_run(y, default_run(), gen(seed))
+    return inherited, y.numpy()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -415,6 +416,16 @@ def _pass_pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcmr-fft-pass")
     return _POOL
+
+
+def _forget_pool() -> None:
+    # A forked child (e.g. a DataLoader worker) has the parent's executor without its thread.
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _simd_rows(rows: int, device: torch.device) -> int:
