@@ -308,3 +308,25 @@ def _pass_in_child(x: torch.Tensor, seed: int) -> tuple:
     y = x.clone()
     spectral_run(y, default_run(), gen(seed))
     return inherited, y.numpy()
+
+
+def test_the_gpu_paths_run_on_the_cpu_equal_the_cpu_paths(monkeypatch):
+    # The WSOLA search in torch (the GPU's loop) chooses the CPU loop's splices.
+    x = 0.3 * torch.randn(4, 6000, generator=gen(6))
+    ratio = torch.tensor([0.7, 1.0, 1.3, 1.5], dtype=torch.float64)
+    step, search, overlap = 656 - 96, 117, 96
+    n_seg, nominal = D._wsola_plan(ratio, 9000, 656, overlap)
+    xp = torch.cat([torch.zeros(4, search // 2), x, x.flip(-1), x], dim=-1)
+    cpu, gpu = (torch.full((4, n_seg), search // 2, dtype=torch.long) for _ in range(2))
+    D._wsola_search(xp, nominal, cpu, step, search, overlap, torch.full((4,), n_seg))
+    D._search_torch(xp, nominal, gpu, step, search, overlap)
+    assert torch.equal(cpu, gpu)
+    # The pass with torch's FFTs and no row padding (as on a GPU) equals the naive reference.
+    monkeypatch.setattr(augment, "real_fft", lambda z, workers=None: torch.fft.rfft(z))
+    monkeypatch.setattr(augment, "real_ifft", lambda z, n, workers=None: torch.fft.irfft(z, n=n))
+    monkeypatch.setattr(augment, "_simd_rows", lambda rows, device: rows)
+    y = 0.3 * torch.randn(20, 1, 6000, generator=gen(22))
+    run = default_run()
+    z = y.clone()
+    drawn = spectral_run(z, run, gen(3))
+    np.testing.assert_allclose(z[:, 0].numpy(), naive_pass(y, run, drawn), atol=2e-5, rtol=0)

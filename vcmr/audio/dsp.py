@@ -812,6 +812,16 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
             out[k, :m] = nom[k, :m] + conv.argmax(-1)
         src[torch.from_numpy(order)] = torch.from_numpy(out.T.copy())
         return
+    _search_torch(xp, nominal, src, step, search, overlap)
+
+
+def _search_torch(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: int, overlap: int) -> None:
+    """:func:`_wsola_search` in torch on ``xp``'s device (the GPU's path), every segment of every
+    example searched (no ``counts``)."""
+    b, n_seg = src.shape
+    span = search + overlap - 1
+    n = next_fast_len(span)
+    first = overlap - 1
     rows = torch.arange(b, device=xp.device).view(b, 1)
     spans = xp.unfold(-1, span, 1)[rows, nominal[:, 1:]]  # [b, K - 1, span]
     cum = torch.nn.functional.pad(spans.pow(2).cumsum(-1), (1, 0))
