@@ -16,6 +16,7 @@ setup(
         "pytorch-lightning>=2.1",
         "omegaconf>=2.3",
         "numpy>=1.23",
+        "scipy>=1.10",
         "av>=11",
         "soundfile>=0.12",
         "soxr>=0.3",

@@ -53,11 +53,11 @@ from typing import Callable, Dict, List, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from vcmr.audio.augment import AugmentationChain, build_augmentation, spectral_run  # noqa: E402
 from vcmr.audio.dsp import random_crop, synthetic_rir  # noqa: E402
 from vcmr.audio.io import save_audio  # noqa: E402
+from vcmr.utils import progress_bar  # noqa: E402
 from vcmr.config import load_config  # noqa: E402
 from vcmr.demo.synth import random_spec, render  # noqa: E402
 
@@ -284,7 +284,7 @@ def main() -> None:
             ref = ReferenceTimer(steps, songs, args.clip_length, sr, args.seed)
             load_before = os.getloadavg()[0]
             # Interleave the chains batch by batch so that a busy machine slows them alike.
-            for _ in tqdm(range(args.reps), desc=f"{n_threads} thread(s)", leave=False):
+            for _ in progress_bar(range(args.reps), desc=f"{n_threads} thread(s)", leave=False):
                 for timer in timers.values():
                     timer.step()
                 ref.step(args.batch)

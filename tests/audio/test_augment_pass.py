@@ -11,6 +11,7 @@ import torch
 
 from vcmr.audio import dsp as D
 from vcmr.audio import transforms as T
+from vcmr.audio import augment
 from vcmr.audio.augment import AugmentationChain, pass_sizes, spectral_run
 
 from .test_dsp import SR, gen, peak_hz, rms, sine
@@ -134,6 +135,26 @@ def test_fused_pass_equals_a_naive_reference_per_example():
     np.testing.assert_allclose(y[:, 0].numpy(), naive_pass(x, run, drawn), atol=2e-5, rtol=0)
 
 
+def test_pass_with_two_threads_equals_one_thread_and_the_naive_reference():
+    # Two torch threads: the unshifted rows run in the pass's helper thread beside the WSOLA
+    # stretch, and the two threads share the shifted rows' FFTs; every row is computed the
+    # same way (to float rounding: torch splits vectorised loops differently with 2 threads).
+    x = 0.3 * torch.randn(24, 1, 6000, generator=gen(23))
+    run = default_run()
+    one = x.clone()
+    drawn = spectral_run(one, run, gen(9))
+    assert 0 < int(drawn["pitch"]["apply"].sum()) < 24
+    torch.set_num_threads(2)
+    try:
+        two = x.clone()
+        spectral_run(two, run, gen(9))
+    finally:
+        torch.set_num_threads(1)
+    assert augment._POOL is not None  # the helper thread ran
+    assert float((one - two).abs().max()) < 1e-6
+    np.testing.assert_allclose(two[:, 0].numpy(), naive_pass(x, run, drawn), atol=2e-5, rtol=0)
+
+
 def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
     x = 0.3 * torch.randn(16, 1, 4000, generator=gen(2))
     run = [(name, tr) for name, tr in default_run()]
@@ -141,14 +162,17 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
         tr.p = 0.3
     spectral_run(x.clone(), run, gen(0))  # builds the reverb bank's spectra at the pass's size
     rows = {"rfft": 0, "irfft": 0}
-    for name in rows:
-        real = getattr(torch.fft, name)
+    calls = []
+    for name, fn in (("rfft", "real_fft"), ("irfft", "real_ifft")):
+        real = getattr(augment, fn)
 
         def counted(inp, *args, _real=real, _name=name, **kwargs):
-            rows[_name] += inp.shape[0] if inp.dim() > 1 else 1
+            # Rows of zeros only pad a call to a multiple of SIMD_ROWS on the CPU.
+            rows[_name] += int((inp != 0).any(dim=-1).sum())
+            calls.append(inp.shape[0])
             return _real(inp, *args, **kwargs)
 
-        monkeypatch.setattr(torch.fft, name, counted)
+        monkeypatch.setattr(augment, fn, counted)
     y = x.clone()
     drawn = spectral_run(y, run, gen(8))
     picked = torch.zeros(16, dtype=torch.bool)
@@ -157,6 +181,7 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
     assert 0 < int(picked.sum()) < 16
     # One forward and one inverse row per picked example (the bank's spectra are cached).
     assert rows == {"rfft": int(picked.sum()), "irfft": int(picked.sum())}
+    assert calls and all(n % augment.SIMD_ROWS == 0 for n in calls)
     assert torch.equal(y[~picked], x[~picked])
     # A batch that no transform picks makes no FFT at all.
     for _, tr in run:
@@ -167,22 +192,41 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
     assert rows == {"rfft": 0, "irfft": 0} and torch.equal(z, x)
 
 
+def naive_cost(n: int) -> float:
+    """fft_cost written out."""
+    cost = n * math.log2(n)
+    if not D._is_smooth(n, (2, 3, 5)):
+        cost *= D._ODD_RADIX_COST
+    if n % 4:
+        cost *= D._TWICE_ODD_COST
+    return cost
+
+
 def naive_pitch_grid(need: int, ratios: tuple) -> tuple:
-    """pitch_grid written out: for multiples of 8, then 4, then 2, every candidate output size
-    from the smallest >= need to 10 % above it, in order; the first whose nearest input sizes
-    are all within the tolerance (else, over all, the smallest worst error)."""
-    fallback = None
-    for m in (8, 4, 2):
-        sizes = [n for n in range(m, 3 * need, m) if D._is_smooth(n, (2, 3, 5, 7, 11, 13))]
-        lo = min(n for n in sizes if n >= need)
-        for n_out in (n for n in sizes if lo <= n <= lo * 1.1):
+    """pitch_grid written out: every even size with prime factors <= 13 from the smallest >= need
+    to 10 % above it is a candidate output size; each ratio gets the cheapest size within the
+    tolerance of ratio * n_out; the grid of least 1.5 cost(n_out) + 0.5 mean cost(n_in) wins
+    (where no candidate fits: the smallest worst error, with the nearest sizes)."""
+    sizes = [n for n in range(2, 3 * need, 2) if D._is_smooth(n, (2, 3, 5, 7, 11, 13))]
+    lo = min(n for n in sizes if n >= need)
+    best = fallback = None
+    for n_out in (n for n in sizes if lo <= n <= lo * 1.1):
+        picks = []
+        for r in ratios:
+            fits = [n for n in sizes if abs(n / (r * n_out) - 1) <= D.PASS_PITCH_TOLERANCE]
+            if not fits:
+                break
+            picks.append(min(fits, key=lambda n: (naive_cost(n), n)))
+        if len(picks) == len(ratios):
+            total = 1.5 * naive_cost(n_out) + 0.5 * sum(naive_cost(n) for n in picks) / len(picks)
+            if best is None or total < best[0]:
+                best = (total, n_out, tuple(picks))
+        elif best is None:
             n_in = [min(sizes, key=lambda n: (abs(n - r * n_out), n)) for r in ratios]
             worst = max(abs(v / (r * n_out) - 1) for v, r in zip(n_in, ratios))
-            if worst <= D.PASS_PITCH_TOLERANCE:
-                return n_out, tuple(n_in)
             if fallback is None or worst < fallback[0]:
                 fallback = (worst, n_out, tuple(n_in))
-    return fallback[1], fallback[2]
+    return (best or fallback)[1:]
 
 
 def test_pass_sizes_are_fixed_fast_and_accurate():
@@ -190,9 +234,9 @@ def test_pass_sizes_are_fixed_fast_and_accurate():
     n_out, in_of = pass_sizes(run, 98415)
     # Room for the extents: the filter's (scaled by the lowest factor), the delay's, the reverb's.
     assert n_out >= 98415 + 8000 + math.ceil(4800 / 2 ** (-7 / 12))
-    assert len(in_of) == 14 and n_out % 8 == 0
+    assert len(in_of) == 14 and n_out % 4 == 0 and D._is_smooth(n_out, (2, 3, 5))
     for ratio, n_in in in_of.items():
-        assert n_in % 8 == 0 and D._is_smooth(n_in, (2, 3, 5, 7, 11, 13))
+        assert n_in % 2 == 0 and D._is_smooth(n_in, (2, 3, 5, 7, 11, 13))
         assert abs(n_in / n_out / ratio - 1) <= D.PASS_PITCH_TOLERANCE
     # The grid is the one a naive search over every candidate finds.
     ratios = tuple(in_of)
@@ -236,3 +280,53 @@ def test_crop_equals_per_example_slices_on_every_path():
     y = D.crop(x, start, 100)
     y.add_(1.0)  # a copy: the input is untouched
     torch.testing.assert_close(D.crop(x, start, 100), ref, rtol=0, atol=0)
+
+
+def test_a_forked_child_does_not_inherit_the_helper_thread():
+    # The pass's helper thread does not survive fork(): a child (e.g. a DataLoader worker)
+    # must not queue work for a thread it does not have. (torch's own OpenMP threads do not
+    # survive fork either, so the child runs the pass with one thread, as DataLoader workers do.)
+    import multiprocessing
+
+    x = 0.3 * torch.randn(12, 1, 4000, generator=gen(4))
+    torch.set_num_threads(2)
+    try:
+        spectral_run(x.clone(), default_run(), gen(1))  # the parent's helper thread exists now
+        assert augment._POOL is not None
+    finally:
+        torch.set_num_threads(1)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        inherited, got = pool.apply_async(_pass_in_child, (x, 1)).get(timeout=60)
+    want = x.clone()
+    spectral_run(want, default_run(), gen(1))
+    assert inherited is False
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-6, rtol=0)
+
+
+def _pass_in_child(x: torch.Tensor, seed: int) -> tuple:
+    inherited = augment._POOL is not None
+    y = x.clone()
+    spectral_run(y, default_run(), gen(seed))
+    return inherited, y.numpy()
+
+
+def test_the_gpu_paths_run_on_the_cpu_equal_the_cpu_paths(monkeypatch):
+    # The WSOLA search in torch (the GPU's loop) chooses the CPU loop's splices.
+    x = 0.3 * torch.randn(4, 6000, generator=gen(6))
+    ratio = torch.tensor([0.7, 1.0, 1.3, 1.5], dtype=torch.float64)
+    step, search, overlap = 656 - 96, 117, 96
+    n_seg, nominal = D._wsola_plan(ratio, 9000, 656, overlap)
+    xp = torch.cat([torch.zeros(4, search // 2), x, x.flip(-1), x], dim=-1)
+    cpu, gpu = (torch.full((4, n_seg), search // 2, dtype=torch.long) for _ in range(2))
+    D._wsola_search(xp, nominal, cpu, step, search, overlap, torch.full((4,), n_seg))
+    D._search_torch(xp, nominal, gpu, step, search, overlap)
+    assert torch.equal(cpu, gpu)
+    # The pass with torch's FFTs and no row padding (as on a GPU) equals the naive reference.
+    monkeypatch.setattr(augment, "real_fft", lambda z, workers=None: torch.fft.rfft(z))
+    monkeypatch.setattr(augment, "real_ifft", lambda z, n, workers=None: torch.fft.irfft(z, n=n))
+    monkeypatch.setattr(augment, "_simd_rows", lambda rows, device: rows)
+    y = 0.3 * torch.randn(20, 1, 6000, generator=gen(22))
+    run = default_run()
+    z = y.clone()
+    drawn = spectral_run(z, run, gen(3))
+    np.testing.assert_allclose(z[:, 0].numpy(), naive_pass(y, run, drawn), atol=2e-5, rtol=0)

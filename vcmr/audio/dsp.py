@@ -125,27 +125,29 @@ def nearest_smooth_len(x: float, primes: Tuple[int, ...] = _STRETCH_PRIMES) -> i
 
 
 #: Prime factors of the FFT sizes of the chain's shared pass (vcmr.audio.augment): sizes
-#: whose prime factors are all <= 13 are about as fast as 5-smooth ones (MKL, pocketFFT,
-#: cuFFT) and far denser, so pitch factors land close to the wanted ones. Real FFTs of odd
-#: sizes are several times slower, so the sizes are even; and a real FFT of twice an odd
-#: number is about 1.5 times slower per sample in MKL than one of a multiple of 4 or 8
-#: (measured on sizes of 90,000 to 220,000), so :func:`pitch_grid` prefers multiples of 8,
-#: then of 4, where they reach :data:`PASS_PITCH_TOLERANCE`.
+#: whose prime factors are all <= 13 have no slow generic FFT step in MKL, pocketFFT or cuFFT
+#: and are far denser than 5-smooth ones, so pitch factors land close to the wanted ones.
 _PASS_PRIMES = (2, 3, 5, 7, 11, 13)
-#: Multiples :func:`pitch_grid` tries, in order of preference (the last one always answers).
-_PASS_MULTIPLES = (8, 4, 2)
 #: Largest relative error of a pitch factor ``n_in / n_out`` that :func:`pitch_grid` accepts
-#: before trying denser sizes (0.0012: about 2 cents).
+#: (0.0012: about 2 cents).
 PASS_PITCH_TOLERANCE = 0.0012
 #: Largest size in the tables of :func:`_pass_sizes` (2**22 samples: over 4 minutes at 16 kHz).
 _PASS_MAX = 1 << 22
-#: Output sizes :func:`pitch_grid` tries: up to this fraction above the smallest usable one,
-#: at most about this many of them.
+#: Sizes :func:`fast_pass_len` and :func:`pitch_grid` consider: up to this fraction above the
+#: smallest usable one.
 _PASS_SLACK = 0.1
-_PASS_CANDIDATES = 64
+#: Relative time per sample of a real FFT whose size has a prime factor above 5 (those run
+#: through slower butterflies than the radix-2, 3, 4 and 5 ones). Measured with scipy's
+#: pocketFFT (float32, one thread, a forward and an inverse transform of 16 rows) on sizes of
+#: 93,000 to 210,000: 7.0-8.4 ns per sample for 5-smooth sizes, 9.0-10.7 with a factor 7, 11
+#: or 13.
+_ODD_RADIX_COST = 1.35
+#: Relative time per sample of a real FFT of twice an odd number (about 1.5 times slower per
+#: sample in MKL than a multiple of 4, measured on sizes of 90,000 to 220,000).
+_TWICE_ODD_COST = 1.5
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _pass_sizes(multiple: int) -> Tuple[int, ...]:
     """Every multiple of ``multiple`` up to :data:`_PASS_MAX` with prime factors in :data:`_PASS_PRIMES`, ascending."""
     sizes = [1]
@@ -159,46 +161,59 @@ def _pass_sizes(multiple: int) -> Tuple[int, ...]:
     return tuple(sorted(v for v in set(sizes) if v % multiple == 0))
 
 
+def fft_cost(n: int) -> float:
+    """Relative time of a real FFT of ``n`` points (``n`` even, prime factors <= 13).
+
+    ``n log2 n``, times :data:`_ODD_RADIX_COST` when ``n`` has a prime factor above 5 and
+    :data:`_TWICE_ODD_COST` when ``n / 2`` is odd. Used to choose among sizes that all fit.
+    """
+    cost = n * math.log2(max(2, n))
+    if not _is_smooth(n, _PAD_RADICES):
+        cost *= _ODD_RADIX_COST
+    if n % 4:
+        cost *= _TWICE_ODD_COST
+    return cost
+
+
+@functools.lru_cache(maxsize=1)
+def _pass_table() -> Tuple[np.ndarray, np.ndarray]:
+    """The even sizes of :func:`_pass_sizes` and their :func:`fft_cost`, as float64 arrays."""
+    sizes = _pass_sizes(2)
+    return np.asarray(sizes, dtype=np.float64), np.asarray([fft_cost(n) for n in sizes], dtype=np.float64)
+
+
+def _cheapest(sizes: np.ndarray, costs: np.ndarray, lo: float, hi: float) -> int:
+    """Index of the cheapest size in ``[lo, hi]`` (the smaller one on ties); -1 if none."""
+    a = int(np.searchsorted(sizes, lo, side="left"))
+    z = int(np.searchsorted(sizes, hi, side="right"))
+    return a + int(np.argmin(costs[a:z])) if z > a else -1
+
+
 def fast_pass_len(n: int) -> int:
-    """Smallest multiple of 8 >= ``n`` with prime factors <= 13 (a fast real FFT size, denser
-    than :func:`next_fast_len`)."""
-    sizes = _pass_sizes(8)
-    i = bisect.bisect_left(sizes, max(1, int(n)))
-    return sizes[i] if i < len(sizes) else next_fast_len(n)
-
-
-def _grid_for(need: int, ratios: Tuple[float, ...], multiple: int) -> Tuple[int, Tuple[int, ...], float]:
-    """:func:`pitch_grid` over sizes that are multiples of ``multiple``: ``(n_out, n_in, worst
-    relative error)``, ``n_out`` the smallest candidate within :data:`PASS_PITCH_TOLERANCE`
-    (else the one with the smallest error)."""
-    sizes = np.asarray(_pass_sizes(multiple), dtype=np.float64)
-    first = int(np.searchsorted(sizes, max(1, int(need))))
-    last = int(np.searchsorted(sizes, sizes[min(first, len(sizes) - 1)] * (1.0 + _PASS_SLACK), side="right"))
-    if first >= len(sizes):
-        n_out = next_fast_len(need)
-        return n_out, tuple(nearest_smooth_len(r * n_out) for r in ratios), math.inf
-    outs = sizes[first:last][:: max(1, (last - first) // _PASS_CANDIDATES)]  # [C]
-    target = outs[:, None] * np.asarray(ratios, dtype=np.float64)[None, :]  # [C, R]
-    j = np.clip(np.searchsorted(sizes, target), 1, len(sizes) - 1)
-    below, above = sizes[j - 1], sizes[j]
-    n_in = np.where(target - below <= above - target, below, above)
-    err = np.abs(n_in / target - 1.0).max(axis=1)
-    ok = np.nonzero(err <= PASS_PITCH_TOLERANCE)[0]
-    best = int(ok[0]) if ok.size else int(np.argmin(err))
-    return int(outs[best]), tuple(int(v) for v in n_in[best]), float(err[best])
+    """The fastest FFT size in ``[n, n (1 + _PASS_SLACK)]`` by :func:`fft_cost`: even, prime
+    factors <= 13 (denser than :func:`next_fast_len`'s sizes, so closer to ``n``)."""
+    sizes, costs = _pass_table()
+    n = max(1, int(n))
+    if n > sizes[-1]:
+        return next_fast_len(n)
+    first = int(np.searchsorted(sizes, n))
+    return int(sizes[_cheapest(sizes, costs, n, max(float(sizes[first]), n * (1.0 + _PASS_SLACK)))])
 
 
 @functools.lru_cache(maxsize=1024)
 def pitch_grid(need: int, ratios: Tuple[float, ...]) -> Tuple[int, Tuple[int, ...]]:
     """FFT sizes of pitch shifts by resampling that share one output size.
 
-    ``n_out >= need`` is chosen among the fast sizes up to :data:`_PASS_SLACK` above the
-    smallest, each ``n_in[i]`` being the fast size nearest to ``ratios[i] * n_out`` (fast:
-    even, prime factors <= 13): the smallest ``n_out`` whose pitch factors ``n_in[i] / n_out``
-    are all within :data:`PASS_PITCH_TOLERANCE` (about 2 cents) of ``ratios[i]``, among
-    multiples of 8 if any is, else of 4, else of 2 (where no candidate reaches the
-    tolerance: the one with the smallest worst error). Sharing ``n_out`` lets every example
-    of a batch go through one inverse FFT call.
+    Candidates for ``n_out`` are the fast sizes (even, prime factors <= 13) from the smallest
+    ``>= need`` to :data:`_PASS_SLACK` above it. For each, ``n_in[i]`` is the cheapest fast
+    size (:func:`fft_cost`) whose pitch factor ``n_in[i] / n_out`` lies within
+    :data:`PASS_PITCH_TOLERANCE` (about 2 cents) of ``ratios[i]``. Of the candidates where every
+    factor has one, the grid is the one of least cost ``1.5 cost(n_out) + 0.5 mean_i
+    cost(n_in[i])`` (a batch makes one inverse FFT of ``n_out`` points per example and one
+    forward FFT of ``n_out`` or ``n_in`` points; the smaller ``n_out`` on ties). Where no
+    candidate reaches the tolerance: the one with the smallest worst error, each ``n_in[i]``
+    the size nearest to ``ratios[i] * n_out``. Sharing ``n_out`` makes every response a
+    function of one frequency grid, cached across batches.
 
     Args:
         need: output samples the grid must hold (clip plus padding).
@@ -209,14 +224,35 @@ def pitch_grid(need: int, ratios: Tuple[float, ...]) -> Tuple[int, Tuple[int, ..
     """
     if not ratios:
         return fast_pass_len(need), ()
-    best = None
-    for multiple in _PASS_MULTIPLES:
-        n_out, n_in, err = _grid_for(need, ratios, multiple)
-        if err <= PASS_PITCH_TOLERANCE:
-            return n_out, n_in
-        if best is None or err < best[2]:
-            best = (n_out, n_in, err)
-    return best[0], best[1]
+    sizes, costs = _pass_table()
+    need = max(1, int(need))
+    first = int(np.searchsorted(sizes, need))
+    if first >= len(sizes) or max(ratios) * need > sizes[-1]:
+        n_out = next_fast_len(need)
+        return n_out, tuple(nearest_smooth_len(r * n_out) for r in ratios)
+    last = int(np.searchsorted(sizes, sizes[first] * (1.0 + _PASS_SLACK), side="right"))
+    best, fallback = None, None
+    for c in range(first, last):
+        n_out = float(sizes[c])
+        picks = []
+        for r in ratios:
+            target = r * n_out
+            i = _cheapest(sizes, costs, target * (1.0 - PASS_PITCH_TOLERANCE), target * (1.0 + PASS_PITCH_TOLERANCE))
+            if i < 0:
+                break
+            picks.append(i)
+        if len(picks) == len(ratios):
+            total = 1.5 * costs[c] + 0.5 * float(np.mean(costs[picks]))
+            if best is None or total < best[0]:
+                best = (total, int(n_out), tuple(int(sizes[i]) for i in picks))
+        elif best is None:
+            target = n_out * np.asarray(ratios, dtype=np.float64)
+            j = np.clip(np.searchsorted(sizes, target), 1, len(sizes) - 1)
+            n_in = np.where(target - sizes[j - 1] <= sizes[j] - target, sizes[j - 1], sizes[j])
+            err = float(np.abs(n_in / target - 1.0).max())
+            if fallback is None or err < fallback[0]:
+                fallback = (err, int(n_out), tuple(int(v) for v in n_in))
+    return (best or fallback)[1:]
 
 
 def rfft_padded(x: Tensor, n: int) -> Tensor:
@@ -237,6 +273,48 @@ def rfft_padded(x: Tensor, n: int) -> Tensor:
     buf = x.new_zeros(*x.shape[:-1], n)
     buf[..., : x.shape[-1]] = x
     return torch.fft.rfft(buf)
+
+
+def real_fft(x: Tensor, workers: Optional[int] = None) -> Tensor:
+    """``torch.fft.rfft(x)`` over the last axis; on the CPU computed by scipy's pocketFFT.
+
+    torch sets up MKL's transform afresh on every CPU call (about 2-3 ms for sizes near
+    140,000, as long as the transform of a dozen rows), while scipy keeps the plans of its
+    recent sizes, and per row it is as fast or faster.
+
+    Args:
+        x: ``[..., n]`` float32 or float64 signal (any device).
+        workers: CPU threads (default: torch's intra-op count).
+
+    Returns:
+        ``[..., n // 2 + 1]`` complex64 (complex128 for float64) on ``x``'s device.
+    """
+    if x.device.type != "cpu":
+        return torch.fft.rfft(x)
+    import scipy.fft
+
+    workers = workers or torch.get_num_threads()
+    return torch.from_numpy(scipy.fft.rfft(x.detach().numpy(), axis=-1, workers=workers))
+
+
+def real_ifft(spec: Tensor, n: int, workers: Optional[int] = None) -> Tensor:
+    """``torch.fft.irfft(spec, n=n)``: the spectrum cut or zero-padded to ``n // 2 + 1`` bins,
+    transformed back to ``n`` samples; on the CPU by scipy's pocketFFT (see :func:`real_fft`).
+
+    Args:
+        spec: ``[..., m]`` complex spectrum (any device; a strided view is fine).
+        n: output samples.
+        workers: CPU threads (default: torch's intra-op count).
+
+    Returns:
+        ``[..., n]`` float32 (float64 for complex128) on ``spec``'s device.
+    """
+    if spec.device.type != "cpu":
+        return torch.fft.irfft(spec, n=n)
+    import scipy.fft
+
+    workers = workers or torch.get_num_threads()
+    return torch.from_numpy(scipy.fft.irfft(spec.detach().numpy(), n=n, axis=-1, workers=workers))
 
 
 def _check_crop(crop_length: int, t_in: int) -> None:
@@ -691,8 +769,9 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
     n = next_fast_len(span)
     first = overlap - 1
     # argmin of sum (c - buf)^2 = argmax of (c . buf - |c|^2 / 2) over candidates c; the
-    # continuation reversed: its convolution with a span is the correlation. Window energies
-    # in float64: near-ties between candidates are decided as sox decides them.
+    # continuation reversed: its convolution with a span is the correlation. In float32, as
+    # sox computes its differences; a window's energy is a difference of sums over one span
+    # (a few hundred samples), so its rounding is that of the correlation.
     if xp.device.type == "cpu":
         import scipy.fft
 
@@ -706,33 +785,47 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
         offset = np.concatenate([[0, 0], np.cumsum(active[1:])])
         seg_of, row_of = np.nonzero(np.arange(b)[None, :] < active[1:, None])  # by segment, then row
         spans = np.lib.stride_tricks.sliding_window_view(xn, span, axis=-1)[row_of, nom[seg_of + 1, row_of]]  # [P, *]
-        cum = np.cumsum(np.square(spans, dtype=np.float64), axis=-1)  # cum[j] = sum of squares up to j
-        energy = cum[:, overlap - 1 : overlap - 1 + search].copy()
+        # cum[j] = sum of squares up to j (torch's float32 cumsum: several times numpy's speed).
+        cum = torch.from_numpy(spans).square().cumsum_(-1)
+        energy = cum[:, overlap - 1 : overlap - 1 + search].clone()
         energy[:, 1:] -= cum[:, : search - 1]
-        half_n = (energy * 0.5).astype(np.float32)
+        half_n = energy.mul_(0.5).numpy()
         spans_f = scipy.fft.rfft(spans, n=n, axis=-1)  # [P, F]
         windows = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[..., ::-1]
         out = np.empty((n_seg, b), dtype=np.int64)
         out[0] = src[torch.from_numpy(order), 0].numpy()
         out[1:] = nom[1:] + search // 2
         row_idx = np.arange(b)
+        # The continuations, zero-padded to n in place (a transform of n points needs no
+        # padding copy; each call costs mostly its fixed overhead at these sizes).
+        pad = np.zeros((b, n), dtype=np.float32)
         for k in range(1, n_seg):
             m = int(active[k])
             if m == 0:
                 break
             rows_k = slice(offset[k], offset[k] + m)
-            buf = windows[row_idx[:m], out[k - 1, :m] + step]
-            spec = scipy.fft.rfft(buf, n=n, axis=-1)
+            pad[:m, :overlap] = windows[row_idx[:m], out[k - 1, :m] + step]
+            spec = scipy.fft.rfft(pad[:m], axis=-1)
             spec *= spans_f[rows_k]
             conv = scipy.fft.irfft(spec, n=n, axis=-1, overwrite_x=True)[:, first : first + search]
             conv -= half_n[rows_k]
             out[k, :m] = nom[k, :m] + conv.argmax(-1)
         src[torch.from_numpy(order)] = torch.from_numpy(out.T.copy())
         return
+    _search_torch(xp, nominal, src, step, search, overlap)
+
+
+def _search_torch(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: int, overlap: int) -> None:
+    """:func:`_wsola_search` in torch on ``xp``'s device (the GPU's path), every segment of every
+    example searched (no ``counts``)."""
+    b, n_seg = src.shape
+    span = search + overlap - 1
+    n = next_fast_len(span)
+    first = overlap - 1
     rows = torch.arange(b, device=xp.device).view(b, 1)
     spans = xp.unfold(-1, span, 1)[rows, nominal[:, 1:]]  # [b, K - 1, span]
-    cum = torch.nn.functional.pad(spans.double().pow(2).cumsum(-1), (1, 0))
-    half_energy = (cum[..., overlap : overlap + search] - cum[..., :search]).mul_(0.5).float()  # [b, K - 1, search]
+    cum = torch.nn.functional.pad(spans.pow(2).cumsum(-1), (1, 0))
+    half_energy = (cum[..., overlap : overlap + search] - cum[..., :search]).mul_(0.5)  # [b, K - 1, search]
     spans_f = torch.fft.rfft(spans, n=n)
     cont = torch.arange(overlap - 1, -1, -1, device=xp.device) + step
     for k in range(1, n_seg):
@@ -975,10 +1068,12 @@ def delay_response(delay_samples: Tensor, n: int, volume: float | Tensor, device
     return echo.view(d.shape[0], -1)[:, :n_bins].add_(1.0)
 
 
-@functools.lru_cache(maxsize=64)
-def _log_bin_freqs(n: int, sample_rate: int, device: torch.device) -> Tensor:
-    """``ln f`` of the bins of an ``n``-point real FFT at ``sample_rate`` (``-inf`` at 0 Hz), float32."""
-    return torch.log(_bin_indices(n, device) * (sample_rate / n)).float()
+@functools.lru_cache(maxsize=16)
+def _bin_powers(n: int, sample_rate: int, power: int, device: torch.device) -> Tensor:
+    """``[2, n // 2 + 1]`` float32: ``f ** power`` and ``f ** -power`` of the bins of an
+    ``n``-point real FFT at ``sample_rate`` (``inf`` at 0 Hz in the second row)."""
+    f = _bin_indices(n, device) * (sample_rate / n)
+    return torch.stack([f.pow(power), f.pow(-power)]).float()
 
 
 def butterworth_on_grid(
@@ -986,14 +1081,14 @@ def butterworth_on_grid(
 ) -> Tensor:
     """:func:`butterworth_response` on the bins of an ``n``-point real FFT: ``[b, n // 2 + 1]`` float32.
 
-    Written as ``1 / sqrt(1 + exp(2 n s (ln f - ln fc)))`` with ``s = 1`` (low-pass) or
-    ``-1`` (high-pass, ``|H| = 1 / sqrt(1 + (fc / f)^2n)``): four passes over the grid.
+    Written as ``1 / sqrt(1 + q)``, ``q = f^2n fc^-2n`` (low-pass) or ``f^-2n fc^2n``
+    (high-pass), from cached tables of ``f^2n`` and ``f^-2n``: three passes over the grid.
     """
-    log_f = _log_bin_freqs(n, sample_rate, device)
-    sign = torch.where(highpass.to(device).view(-1, 1), -2.0 * order, 2.0 * order)
-    log_fc = torch.log(cutoff_hz.to(device, torch.float64)).float().view(-1, 1)
-    q = (log_f - log_fc).mul_(sign).exp_()
-    return q.add_(1.0).rsqrt_()
+    table = _bin_powers(n, sample_rate, 2 * order, device)
+    hp = highpass.to(device).view(-1)
+    fc = cutoff_hz.to(device, torch.float64).view(-1, 1)
+    scale = torch.where(hp.view(-1, 1), fc.pow(2 * order), fc.pow(-2 * order)).float()
+    return table[hp.long()].mul_(scale).add_(1.0).rsqrt_()
 
 
 def filter_extent(cutoff_hz: Tensor, sample_rate: int) -> int:
