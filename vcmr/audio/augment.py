@@ -366,14 +366,17 @@ def spectral_run(
         del spans
         if pool is None or n_shift <= SIMD_ROWS:
             return finish(n_plain, n_sel, spec_s)
-        # Two halves, the first a multiple of SIMD_ROWS rows.
+        # Two halves, the first a multiple of SIMD_ROWS rows (the second keeps the padding rows).
         half = _simd_rows(n_shift // 2, dev)
         parts: List[Optional[Tensor]] = [None, None]
 
-        def part(i: int, a: int, z: int) -> None:
-            parts[i] = finish(n_plain + a, n_plain + z, spec_s[a : _simd_rows(z, dev) if z == n_shift else z])
+        def first_half() -> None:
+            parts[0] = finish(n_plain, n_plain + half, spec_s[:half])
 
-        _share(pool, [lambda: part(0, 0, half), lambda: part(1, half, n_shift)])
+        def second_half() -> None:
+            parts[1] = finish(n_plain + half, n_sel, spec_s[half:])
+
+        _share(pool, [first_half, second_half])
         return torch.cat(parts)
 
     outputs: List[Tuple[int, int, Any]] = []
