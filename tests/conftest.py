@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 from typing import Iterator, Mapping, Optional
 
 import numpy as np
@@ -13,6 +14,13 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+#: numba (librosa's beat tracker and pitch estimate) caches compiled functions on disk, and two
+#: processes compiling the same gufunc into one cache at once can write mismatched files that
+#: crash the next caller (numba issue 10128). Each pytest-xdist worker gets its own cache folder.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER and "NUMBA_CACHE_DIR" not in os.environ:
+    _user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"vcmr-tests-numba-{_user}", _WORKER)
 #: Two torch threads at most; under pytest-xdist the cores are shared out between the workers.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))

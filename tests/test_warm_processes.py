@@ -30,3 +30,17 @@ def test_workers_start_warm_from_the_session_environment(warm_start_method, tmp_
     assert report["warm"] == ["torch", "pytorch_lightning", "vcmr.data.audio_folder"]
     assert report["cache"] == os.environ["VCMR_CACHE"]  # the session's private cache, as in the test
     assert report["marker"] is None
+
+
+def test_each_xdist_worker_has_its_own_numba_cache():
+    # Two processes compiling one of librosa's gufuncs into a shared numba cache can crash
+    # (conftest.py): under pytest-xdist the cache folder is the worker's own.
+    import pytest
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        pytest.skip("not running under pytest-xdist")
+    import numba
+
+    assert Path(numba.config.CACHE_DIR).name == worker
+    assert os.environ["NUMBA_CACHE_DIR"] == numba.config.CACHE_DIR
