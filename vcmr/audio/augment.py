@@ -363,7 +363,6 @@ def spectral_run(
                 out[:, keep:] = 0
 
         _share(pool, [lambda g=g: one_size(*g) for g in groups])
-        del spans
         if pool is None or n_shift <= SIMD_ROWS:
             return finish(n_plain, n_sel, spec_s)
         # Two halves, the first a multiple of SIMD_ROWS rows (the second keeps the padding rows).

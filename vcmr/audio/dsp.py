@@ -21,7 +21,6 @@ them, :func:`rir_bank_spectra` their spectra at an FFT size).
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 from typing import Optional, Tuple
