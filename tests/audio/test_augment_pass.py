@@ -129,30 +129,21 @@ def naive_pass(x: torch.Tensor, run: list, drawn: dict) -> np.ndarray:
 def test_fused_pass_equals_a_naive_reference_per_example():
     x = 0.3 * torch.randn(24, 1, 6000, generator=gen(21))
     run = default_run()
-    y = x.clone()
-    drawn = spectral_run(y, run, gen(5))
+    one = x.clone()
+    drawn = spectral_run(one, run, gen(5))
     assert 0 < int(drawn["pitch"]["apply"].sum()) < 24
-    np.testing.assert_allclose(y[:, 0].numpy(), naive_pass(x, run, drawn), atol=2e-5, rtol=0)
-
-
-def test_pass_with_two_threads_equals_one_thread_and_the_naive_reference():
+    np.testing.assert_allclose(one[:, 0].numpy(), naive_pass(x, run, drawn), atol=2e-5, rtol=0)
     # Two torch threads: the unshifted rows run in the pass's helper thread beside the WSOLA
     # stretch, and the two threads share the shifted rows' FFTs; every row is computed the
     # same way (to float rounding: torch splits vectorised loops differently with 2 threads).
-    x = 0.3 * torch.randn(24, 1, 6000, generator=gen(23))
-    run = default_run()
-    one = x.clone()
-    drawn = spectral_run(one, run, gen(9))
-    assert 0 < int(drawn["pitch"]["apply"].sum()) < 24
     torch.set_num_threads(2)
     try:
         two = x.clone()
-        spectral_run(two, run, gen(9))
+        spectral_run(two, run, gen(5))
     finally:
         torch.set_num_threads(1)
     assert augment._POOL is not None  # the helper thread ran
     assert float((one - two).abs().max()) < 1e-6
-    np.testing.assert_allclose(two[:, 0].numpy(), naive_pass(x, run, drawn), atol=2e-5, rtol=0)
 
 
 def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
