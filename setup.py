@@ -26,6 +26,7 @@ setup(
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
         "librosa>=0.10",
+        "numba>=0.57",
         "faiss-cpu>=1.7",
     ],
     extras_require={

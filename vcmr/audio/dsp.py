@@ -755,68 +755,30 @@ def _wsola_search(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
     Example ``b`` needs its first ``counts[b]`` segments; later ones get their nominal start
     (plus ``search // 2``), a valid position.
 
-    Every candidate span is known in advance (it starts at the nominal position), so their
-    spectra and window energies are computed for all segments at once; the sequential loop
-    only correlates each segment's span with the continuation chosen before it (one small FFT
-    pair per segment for the whole batch). On the CPU the loop runs in numpy/scipy, whose
-    small FFTs cost a fraction of torch's per-call overhead, on rows sorted by the number of
-    segments they need (the examples still searching are a prefix: slices, no gathers) and on
-    per-segment arrays laid out contiguously.
+    On the CPU, sox's loop compiled (:func:`vcmr.audio.kernels.wsola_search`: float32 sums in
+    sox's order, no GIL held); elsewhere :func:`_search_torch`.
     """
-    b, n_seg = src.shape
-    span = search + overlap - 1
-    n = next_fast_len(span)
-    first = overlap - 1
-    # argmin of sum (c - buf)^2 = argmax of (c . buf - |c|^2 / 2) over candidates c; the
-    # continuation reversed: its convolution with a span is the correlation. In float32, as
-    # sox computes its differences; a window's energy is a difference of sums over one span
-    # (a few hundred samples), so its rounding is that of the correlation.
     if xp.device.type == "cpu":
-        import scipy.fft
+        from .kernels import wsola_search
 
-        need = counts.numpy()
-        order = np.argsort(-need, kind="stable")
-        # active[k]: examples still searching at segment k (a prefix of `order`).
-        active = (need[order][None, :] > np.arange(n_seg)[:, None]).sum(axis=1)
-        xn = xp.numpy()[order]
-        nom = np.ascontiguousarray(nominal.numpy()[order].T)  # [K, b]
-        # The spans searched, packed: segment k's are rows offset[k] .. offset[k] + active[k].
-        offset = np.concatenate([[0, 0], np.cumsum(active[1:])])
-        seg_of, row_of = np.nonzero(np.arange(b)[None, :] < active[1:, None])  # by segment, then row
-        spans = np.lib.stride_tricks.sliding_window_view(xn, span, axis=-1)[row_of, nom[seg_of + 1, row_of]]  # [P, *]
-        # cum[j] = sum of squares up to j (torch's float32 cumsum: several times numpy's speed).
-        cum = torch.from_numpy(spans).square().cumsum_(-1)
-        energy = cum[:, overlap - 1 : overlap - 1 + search].clone()
-        energy[:, 1:] -= cum[:, : search - 1]
-        half_n = energy.mul_(0.5).numpy()
-        spans_f = scipy.fft.rfft(spans, n=n, axis=-1)  # [P, F]
-        windows = np.lib.stride_tricks.sliding_window_view(xn, overlap, axis=-1)[..., ::-1]
-        out = np.empty((n_seg, b), dtype=np.int64)
-        out[0] = src[torch.from_numpy(order), 0].numpy()
-        out[1:] = nom[1:] + search // 2
-        row_idx = np.arange(b)
-        # The continuations, zero-padded to n in place (a transform of n points needs no
-        # padding copy; each call costs mostly its fixed overhead at these sizes).
-        pad = np.zeros((b, n), dtype=np.float32)
-        for k in range(1, n_seg):
-            m = int(active[k])
-            if m == 0:
-                break
-            rows_k = slice(offset[k], offset[k] + m)
-            pad[:m, :overlap] = windows[row_idx[:m], out[k - 1, :m] + step]
-            spec = scipy.fft.rfft(pad[:m], axis=-1)
-            spec *= spans_f[rows_k]
-            conv = scipy.fft.irfft(spec, n=n, axis=-1, overwrite_x=True)[:, first : first + search]
-            conv -= half_n[rows_k]
-            out[k, :m] = nom[k, :m] + conv.argmax(-1)
-        src[torch.from_numpy(order)] = torch.from_numpy(out.T.copy())
+        out = src.numpy()
+        wsola_search(
+            np.ascontiguousarray(xp.numpy(), dtype=np.float32), np.ascontiguousarray(nominal.numpy()),
+            np.ascontiguousarray(counts.numpy()), out, step, search, overlap,
+        )
         return
     _search_torch(xp, nominal, src, step, search, overlap)
 
 
 def _search_torch(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: int, overlap: int) -> None:
     """:func:`_wsola_search` in torch on ``xp``'s device (the GPU's path), every segment of every
-    example searched (no ``counts``)."""
+    example searched (no ``counts``).
+
+    Every candidate span is known in advance (it starts at the nominal position), so their
+    spectra and window energies are computed for all segments at once; the sequential loop
+    only correlates each segment's span with the continuation chosen before it (one small FFT
+    pair per segment for the whole batch): ``argmin sum (c - buf)^2 = argmax (c . buf - |c|^2 / 2)``.
+    """
     b, n_seg = src.shape
     span = search + overlap - 1
     n = next_fast_len(span)
@@ -882,10 +844,6 @@ def wsola_stretch(
     src = torch.empty(b, n_seg, dtype=torch.long, device=dev)
     src[:, 0] = lead
     if n_seg > 1:
-        # Every candidate span is known in advance (it starts at the nominal position), so
-        # their spectra and window energies are computed for all segments at once; the loop
-        # only correlates each segment's span with the continuation chosen before it.
-        # float64: near-ties between candidates are decided as sox decides them.
         _wsola_search(xp, nominal, src, step, search, overlap, counts)
     # Segment k supplies output samples [k step, (k + 1) step); the first `overlap` of them
     # (k >= 1) cross-fade with the continuation of segment k - 1. A last block continues the
