@@ -158,7 +158,7 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
         real = getattr(augment, fn)
 
         def counted(inp, *args, _real=real, _name=name, **kwargs):
-            # Rows of zeros only pad a call to a multiple of SIMD_ROWS on the CPU.
+            # Rows of zeros only pad a call of several rows to a multiple of SIMD_ROWS on the CPU.
             rows[_name] += int((inp != 0).any(dim=-1).sum())
             calls.append(inp.shape[0])
             return _real(inp, *args, **kwargs)
@@ -172,7 +172,8 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
     assert 0 < int(picked.sum()) < 16
     # One forward and one inverse row per picked example (the bank's spectra are cached).
     assert rows == {"rfft": int(picked.sum()), "irfft": int(picked.sum())}
-    assert calls and all(n % augment.SIMD_ROWS == 0 for n in calls)
+    assert calls and all(n == 1 or n % augment.SIMD_ROWS == 0 for n in calls)
+    assert augment._simd_rows(1, torch.device("cpu")) == 1 and augment._simd_rows(5, torch.device("cpu")) == 8
     assert torch.equal(y[~picked], x[~picked])
     # A batch that no transform picks makes no FFT at all.
     for _, tr in run:

@@ -136,8 +136,9 @@ def _has_resampler(chain: AugmentationChain, names: List[str]) -> bool:
 #: Rows of the pass whose responses are computed and applied at once (see spectral_run).
 RESPONSE_ROWS = 4
 #: Rows that a CPU FFT call of the pass transforms at once: scipy's pocketFFT runs 4 rows of
-#: float32 side by side in vector registers (1.4 ms for 4 rows of 129,600 points, 1.2 ms for
-#: one, 3.5 ms for five), so calls get a multiple of 4 rows.
+#: float32 side by side in vector registers (about 2 ms for 4 rows of 129,600 points, 2.4 ms
+#: for two, 1.3 ms for one), so a call of more than one row gets a multiple of 4 rows; a
+#: single row is transformed alone.
 SIMD_ROWS = 4
 
 
@@ -211,9 +212,9 @@ def spectral_run(
     it), transformed back and cut to ``T``. ``n_out`` leaves room for every response's extent,
     so no output wraps around into the clip (:func:`pass_sizes`). The unshifted examples make
     one forward and one inverse FFT call, the shifted ones one forward call per input size and
-    one inverse call (on the CPU, each a multiple of :data:`SIMD_ROWS` rows; with several torch
-    threads the unshifted examples run in a second thread). Examples no transform picked are
-    not touched.
+    one inverse call (on the CPU, each of one row or a multiple of :data:`SIMD_ROWS` rows;
+    with several torch threads the unshifted examples run in a second thread). Examples no
+    transform picked are not touched.
 
     Args:
         x: ``[B, 1, T]`` float waveform, overwritten with the result.
@@ -431,8 +432,9 @@ if hasattr(os, "register_at_fork"):
 
 
 def _simd_rows(rows: int, device: torch.device) -> int:
-    """``rows`` rounded up to a multiple of :data:`SIMD_ROWS` on the CPU (unchanged elsewhere)."""
-    return -(-rows // SIMD_ROWS) * SIMD_ROWS if device.type == "cpu" else rows
+    """Rows of a CPU FFT call for ``rows`` signals: more than one rounded up to a multiple of
+    :data:`SIMD_ROWS` (unchanged elsewhere)."""
+    return -(-rows // SIMD_ROWS) * SIMD_ROWS if device.type == "cpu" and rows > 1 else rows
 
 
 def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: int) -> DictConfig:
