@@ -10,8 +10,9 @@ compute the same transforms on a whole ``[B, 1, T]`` batch on any device:
 * :func:`add_noise_std`: white noise with standard deviation ``ratio * std(x)``.
 * :func:`sox_reverb`: sox's ``reverb`` effect (a Freeverb: 8 damped feedback combs in
   parallel, then 4 all-passes in series, per channel), with sox's parameterisation
-  (reverberance, HF damping and room scale in percent), computed exactly in the frequency
-  domain because every part of it is linear and time-invariant.
+  (reverberance, HF damping and room scale in percent): sox's sample loop on the CPU, and on
+  other devices one exact frequency-domain response, since every part of it is linear and
+  time-invariant.
 
 Pitch shifting in cents reuses :func:`vcmr.audio.dsp.pitch_shift` (semitones = cents / 100).
 No randomness here: the random transforms in :mod:`vcmr.audio.transforms` draw the parameters.
@@ -153,7 +154,7 @@ def add_noise_std(x: Tensor, ratio: Tensor, noise: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# sox reverb (Freeverb), evaluated exactly in the frequency domain
+# sox reverb (Freeverb): the sample loop on the CPU, one exact frequency response elsewhere
 # --------------------------------------------------------------------------------------
 
 
@@ -229,7 +230,8 @@ def sox_reverb(
     sox writes one output channel per array (stereo for mono input with a stereo depth);
     CLMR's chain then mixes them to mono (``channels 1``: their mean), so the output is
     ``x + mean over arrays of wet``, clipped to [-1, 1] like sox's 32-bit integer samples.
-    Since the whole wet path is linear and time-invariant, it is applied exactly as one
+    On the CPU this is sox's sample loop, compiled (:func:`vcmr.audio.kernels.sox_reverb_rows`).
+    Elsewhere, since the whole wet path is linear and time-invariant, it is applied as one
     transfer function sampled on an FFT grid long enough for the impulse response to decay
     by :data:`REVERB_TAIL_DECAY` (the output is as long as the input; sox adds no tail).
 
@@ -250,6 +252,22 @@ def sox_reverb(
     coef = {k: v.expand(b) for k, v in sox_reverb_coefficients(reverberance, damping, wet_gain_db).items()}
     combs, allpasses = sox_reverb_delays(torch.as_tensor(room_scale).expand(b), sample_rate, stereo_depth)
     pre = int(pre_delay_ms / 1000.0 * sample_rate + 0.5)
+    if dev.type == "cpu":
+        from vcmr.audio.kernels import sox_reverb_rows
+
+        out = torch.empty(b, t, dtype=torch.float32)
+        sox_reverb_rows(
+            x[:, 0].detach().float().contiguous().numpy(), pre,
+            *(coef[k].detach().double().contiguous().numpy() for k in ("feedback", "hf_damping", "gain")),
+            combs.contiguous().numpy(), allpasses.contiguous().numpy(), ALLPASS_FEEDBACK, out.numpy(),
+        )
+        return out.view(b, 1, t).to(x.dtype)
+    return _sox_reverb_spectral(x, coef, combs, allpasses, pre)
+
+
+def _sox_reverb_spectral(x: Tensor, coef: Dict[str, Tensor], combs: Tensor, allpasses: Tensor, pre: int) -> Tensor:
+    """:func:`sox_reverb` as one transfer function per example on an FFT grid (the GPU's path)."""
+    dev = x.device
     # Examples whose responses decay alike share a chunk, so few get a longer FFT than they need.
     order = torch.argsort(_tail_samples(coef["feedback"], combs))
     out = torch.empty_like(x)
