@@ -1,8 +1,8 @@
 """Compiled CPU loops (numba) of the augmentation chain's sequential steps.
 
-A loop whose every step depends on the one before (the WSOLA search) cannot be batched into
-array operations; compiled, it runs without Python's per-step overhead and without holding
-the GIL, so another thread (the FFT pass's helper) runs beside it. Each function is compiled
+A loop whose every step depends on the one before (the WSOLA search, sox's reverb) cannot be
+batched into array operations; compiled, it runs without Python's per-step overhead and
+without holding the GIL, so another thread (the FFT pass's helper) runs beside it. Each function is compiled
 on first use and cached on disk (numba's ``cache=True``: next to this file, or in numba's
 user cache directory where that is read-only; ``NUMBA_CACHE_DIR`` overrides both).
 """
