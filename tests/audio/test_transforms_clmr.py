@@ -211,6 +211,14 @@ def test_sox_reverb_equals_the_sample_loop_batched():
     mono = D.sox_reverb(x[:1].float(), rev[:1], damp[:1], room[:1], sr, stereo_depth=0.0, pre_delay_ms=20.0, wet_gain_db=-3.0)
     ref = sox_reverb_port(x[0, 0].numpy(), 50, 50, 100, sr, depth=0.0, pre_ms=20.0, wet_db=-3.0)
     assert np.abs(mono[0, 0].numpy() - ref).max() < 2e-6
+    # With two torch threads, half the examples run in a second thread: the same output.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = D.sox_reverb(x.float(), rev, damp, room, sr)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(two, y)
 
 
 def test_sox_reverb_frequency_domain_path_equals_the_sample_loop():

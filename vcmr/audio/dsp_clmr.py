@@ -21,6 +21,7 @@ No randomness here: the random transforms in :mod:`vcmr.audio.transforms` draw t
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -253,16 +254,34 @@ def sox_reverb(
     combs, allpasses = sox_reverb_delays(torch.as_tensor(room_scale).expand(b), sample_rate, stereo_depth)
     pre = int(pre_delay_ms / 1000.0 * sample_rate + 0.5)
     if dev.type == "cpu":
-        from vcmr.audio.kernels import sox_reverb_rows
-
-        out = torch.empty(b, t, dtype=torch.float32)
-        sox_reverb_rows(
-            x[:, 0].detach().float().contiguous().numpy(), pre,
-            *(coef[k].detach().double().contiguous().numpy() for k in ("feedback", "hf_damping", "gain")),
-            combs.contiguous().numpy(), allpasses.contiguous().numpy(), ALLPASS_FEEDBACK, out.numpy(),
-        )
-        return out.view(b, 1, t).to(x.dtype)
+        return _sox_reverb_loop(x, coef, combs, allpasses, pre)
     return _sox_reverb_spectral(x, coef, combs, allpasses, pre)
+
+
+def _sox_reverb_loop(x: Tensor, coef: Dict[str, Tensor], combs: Tensor, allpasses: Tensor, pre: int) -> Tensor:
+    """:func:`sox_reverb` on the CPU: sox's sample loop, compiled; with more than one torch
+    thread, half the examples run in a second thread (the loop holds no GIL)."""
+    from vcmr.audio.kernels import sox_reverb_rows
+
+    b, _, t = x.shape
+    inp = x[:, 0].detach().float().contiguous().numpy()
+    fb, hf, gain = (coef[k].detach().double().contiguous().numpy() for k in ("feedback", "hf_damping", "gain"))
+    cb, ap = combs.contiguous().numpy(), allpasses.contiguous().numpy()
+    out = torch.empty(b, t, dtype=torch.float32)
+    out_n = out.numpy()
+
+    def rows(first: int, last: int) -> None:
+        s = slice(first, last)
+        sox_reverb_rows(inp[s], pre, fb[s], hf[s], gain[s], cb[s], ap[s], ALLPASS_FEEDBACK, out_n[s])
+
+    if torch.get_num_threads() > 1 and b > 1:
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            second = helper.submit(rows, b // 2, b)
+            rows(0, b // 2)
+            second.result()
+    else:
+        rows(0, b)
+    return out.view(b, 1, t).to(x.dtype)
 
 
 def _sox_reverb_spectral(x: Tensor, coef: Dict[str, Tensor], combs: Tensor, allpasses: Tensor, pre: int) -> Tensor:
