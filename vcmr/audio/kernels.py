@@ -85,8 +85,10 @@ def sox_reverb_rows(
     Args:
         x: ``[b, T]`` float32 input. out: ``[b, T]`` float32, written.
         feedback, hf_damping, gain: ``[b]`` float64.
-        combs: ``[b, A, 8]`` int64 and allpasses ``[b, A, 4]`` int64 delays in samples (>= 1).
+        combs: ``[b, A, 8]`` int64 (an even number of combs) and allpasses ``[b, A, 4]`` int64 delays in samples (>= 1).
     """
+    if combs.shape[2] % 2:
+        raise ValueError("sox_reverb_rows runs the combs in pairs: their number must be even")
     b, t = x.shape
     n_arrays = combs.shape[1]
     inp = np.empty(t, dtype=np.float64)
@@ -104,21 +106,8 @@ def sox_reverb_rows(
             # order, as each comb's sum is in sox's order: last comb first), one after another
             # over the whole signal, each with its state in registers.
             acc[:] = 0.0
-            k = combs.shape[2] - 1
-            while k >= 0:
-                if k == 0:
-                    n = combs[r, a, k]
-                    buf = np.zeros(n)
-                    ptr = 0
-                    store = 0.0
-                    for i in range(t):
-                        o = buf[ptr]
-                        store = o + (store - o) * hf
-                        buf[ptr] = inp[i] + store * f
-                        ptr = ptr - 1 if ptr > 0 else n - 1
-                        acc[i] += o
-                    break
-                # Two combs per pass: two independent recursions side by side.
+            for k in range(combs.shape[2] - 1, 0, -2):
+                # Two combs per pass (k, then k - 1): two independent recursions side by side.
                 n1, n2 = combs[r, a, k], combs[r, a, k - 1]
                 buf1, buf2 = np.zeros(n1), np.zeros(n2)
                 p1, p2 = 0, 0
@@ -133,7 +122,6 @@ def sox_reverb_rows(
                     p1 = p1 - 1 if p1 > 0 else n1 - 1
                     p2 = p2 - 1 if p2 > 0 else n2 - 1
                     acc[i] = (acc[i] + o1) + o2
-                k -= 2
             for k in range(allpasses.shape[2] - 1, -1, -1):
                 n = allpasses[r, a, k]
                 buf = np.zeros(n)
