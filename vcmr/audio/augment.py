@@ -37,11 +37,13 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
+from vcmr.audio import cpu_fft
 from vcmr.audio.dsp import check_batch, fast_pass_len, pitch_grid, random_crop, real_fft, real_ifft, resample_taper
 from vcmr.audio.transforms import TRANSFORMS, Params, RandomTransform, check_probability
 from vcmr.config import ConfigError
@@ -294,6 +296,13 @@ def spectral_run(
     n_bins = n_out // 2 + 1
     n_plain = int((~shifted[order]).sum())  # the unshifted rows come first in the pass
 
+    rows_fft = cpu_fft.row_transforms() if dev.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() else None
+    if rows_fft is not None:
+        _pass_by_rows(
+            x, run, cut, pitch, states, positions, order, n_plain, n_in, eff, scale, n_out, rows_fft
+        )
+        return drawn
+
     # On the CPU with several torch threads, the unshifted rows run in a second thread while
     # this one runs the WSOLA stretch (whose loop holds the GIL for short steps; the FFTs and
     # torch's operations release it), then the two share the forward FFTs of the shifted rows
@@ -390,6 +399,132 @@ def spectral_run(
     return drawn
 
 
+def _pass_by_rows(
+    x: Tensor,
+    run: List[Tuple[str, RandomTransform]],
+    cut: int,
+    pitch: Optional[Tuple[str, RandomTransform]],
+    states: Dict[str, Any],
+    positions: Dict[str, Tensor],
+    order: Tensor,
+    n_plain: int,
+    n_in: Tensor,
+    eff: Tensor,
+    scale: Tensor,
+    n_out: int,
+    fft: "cpu_fft.RowTransforms",
+) -> None:
+    """:func:`spectral_run`'s transforms on the CPU with MKL, one row of the pass at a time.
+
+    MKL transforms one row as fast per row as several, so each example goes through its
+    forward transform, resampling, responses and inverse transform alone, in buffers that
+    every batch reuses (they stay in the cache, and no fresh memory is touched); the responses
+    are still computed for up to :data:`RESPONSE_ROWS` rows at once. With several torch
+    threads the unshifted rows run in a second thread while this one runs the pitch shift's
+    stretch, then the two share the shifted rows. Arguments as computed in
+    :func:`spectral_run` (``order``: the batch rows of the pass, unshifted first).
+    """
+    b, _, t = x.shape
+    n_sel = order.numel()
+    n_bins = n_out // 2 + 1
+    xv = x[:, 0].numpy()
+    order_l = order.tolist()
+    n_in_l = n_in[order].tolist()
+    pool = _pass_pool() if torch.get_num_threads() > 1 else None
+
+    # Each row's transforms (chain order): (transform, state, its row among the picked, scale, warp).
+    scale_l, eff_l = scale.tolist(), eff.tolist()
+    multiplies: List[List[Tuple[RandomTransform, Any, int, float, float]]] = [[] for _ in range(n_sel)]
+    for i, (name, tr) in enumerate(run):
+        if name not in positions:
+            continue
+        before = i < cut
+        state = tr.spectral_rows(states[name])
+        for p, r in enumerate(positions[name].tolist()):
+            if r >= 0:
+                row = order_l[p]
+                multiplies[p].append((tr, state, r, scale_l[row] if before else 1.0, eff_l[row] if before else 1.0))
+
+    def rows(first: int, last: int, load: Callable[[int, Dict[str, Any]], Any]) -> None:
+        """Pass rows ``first:last``: ``load`` gives a row's spectrum (in the scratch buffers),
+        the responses multiply it, the inverse transform writes the clip's row."""
+        scratch = _scratch(n_out, int(max(n_in_l[first:last])))
+        out = scratch["time"][:n_out]
+        for i in range(first, last):
+            spec = load(i, scratch)
+            for tr, state, r, time_scale, warp in multiplies[i]:
+                tr.spectral_multiply(state, r, spec, n_out, time_scale, warp)
+            fft.backward(spec, out)
+            xv[order_l[i]] = out[:t]
+
+    def load_plain(i: int, scratch: Dict[str, Any]) -> Any:
+        buf = scratch["time"][:n_out]
+        buf[:t] = xv[order_l[i]]
+        buf[t:] = 0.0
+        spec = scratch["spec"][:n_bins]
+        fft.forward(buf, spec)
+        return spec
+
+    plain_job = None
+    if n_plain:
+        if pool is not None and n_sel > n_plain:
+            plain_job = pool.submit(rows, 0, n_plain, load_plain)
+        else:
+            rows(0, n_plain, load_plain)
+    if n_sel > n_plain:
+        assert pitch is not None
+        rows_p = order[n_plain:]
+        lengths = torch.clamp(torch.ceil(t * eff[rows_p]).long(), max=n_in[rows_p])
+        spans = pitch[1].span(x.index_select(0, rows_p)[:, 0], eff[rows_p], lengths, int(lengths.max())).numpy()
+        lengths_l = lengths.tolist()
+        tapers: Dict[int, Any] = {}
+
+        def load_shifted(i: int, scratch: Dict[str, Any]) -> Any:
+            # The pitch shift's signal, scaled by n_out / n_in, transformed at n_in; its bins
+            # cut or zero-padded to n_out's (the resampling), with the band edge rolled off.
+            j = i - n_plain
+            size_in, length = n_in_l[i], lengths_l[j]
+            buf = scratch["time"][:size_in]
+            np.multiply(spans[j, :length], np.float32(n_out / size_in), out=buf[:length])
+            buf[length:] = 0.0
+            fwd = scratch["fwd"][: size_in // 2 + 1]
+            fft.forward(buf, fwd)
+            keep = min(n_bins, fwd.shape[0])
+            spec = scratch["spec"][:n_bins]
+            spec[:keep] = fwd[:keep]
+            taper = tapers.get(keep)
+            if taper is None:
+                taper = tapers[keep] = resample_taper(keep, torch.device("cpu")).numpy()
+            spec[keep - taper.shape[0] : keep] *= taper
+            spec[keep:] = 0.0
+            return spec
+
+        n_shift = n_sel - n_plain
+        if pool is None or n_shift < 2:
+            rows(n_plain, n_sel, load_shifted)
+        else:
+            half = n_plain + n_shift // 2
+            _share(pool, [lambda: rows(n_plain, half, load_shifted), lambda: rows(half, n_sel, load_shifted)])
+    if plain_job is not None:
+        plain_job.result()
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(n_out: int, n_in_max: int) -> Dict[str, Any]:
+    """This thread's buffers of :func:`_pass_by_rows`, grown to fit (kept between batches)."""
+    have = getattr(_SCRATCH, "buffers", None)
+    size = max(n_out, n_in_max)
+    if have is None or have["time"].shape[0] < size:
+        have = _SCRATCH.buffers = {
+            "time": np.empty(size, dtype=np.float32),
+            "spec": np.empty(size // 2 + 1, dtype=np.complex64),
+            "fwd": np.empty(size // 2 + 1, dtype=np.complex64),
+        }
+    return have
+
+
 def _share(pool: Optional[ThreadPoolExecutor], tasks: List[Callable[[], None]]) -> None:
     """Run ``tasks`` in this thread, or in this one and ``pool``'s helper thread side by side
     (each takes the next task left; the helper may still be busy with earlier work)."""
@@ -432,9 +567,12 @@ if hasattr(os, "register_at_fork"):
 
 
 def _simd_rows(rows: int, device: torch.device) -> int:
-    """Rows of a CPU FFT call for ``rows`` signals: more than one rounded up to a multiple of
-    :data:`SIMD_ROWS` (unchanged elsewhere)."""
-    return -(-rows // SIMD_ROWS) * SIMD_ROWS if device.type == "cpu" and rows > 1 else rows
+    """Rows of a CPU FFT call for ``rows`` signals: with pocketFFT more than one rounded up to
+    a multiple of :data:`SIMD_ROWS` (unchanged with MKL, which transforms row by row as fast,
+    and on other devices)."""
+    if device.type != "cpu" or rows <= 1 or cpu_fft.backend() != "pocketfft":
+        return rows
+    return -(-rows // SIMD_ROWS) * SIMD_ROWS
 
 
 def validate_config(cfg: Mapping | DictConfig, sample_rate: int, crop_length: int) -> DictConfig:

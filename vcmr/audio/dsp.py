@@ -275,45 +275,46 @@ def rfft_padded(x: Tensor, n: int) -> Tensor:
 
 
 def real_fft(x: Tensor, workers: Optional[int] = None) -> Tensor:
-    """``torch.fft.rfft(x)`` over the last axis; on the CPU computed by scipy's pocketFFT.
+    """``torch.fft.rfft(x)`` over the last axis; on the CPU by :func:`vcmr.audio.cpu_fft.rfft`
+    (MKL with kept plans, else scipy's pocketFFT).
 
-    torch sets up MKL's transform afresh on every CPU call (about 2-3 ms for sizes near
-    140,000, as long as the transform of a dozen rows), while scipy keeps the plans of its
-    recent sizes, and per row it is as fast or faster.
+    ``torch.fft`` sets up MKL's transform afresh on every CPU call (about 2-3 ms for sizes near
+    140,000, as long as the transform of a few rows); the descriptors of
+    :mod:`vcmr.audio.cpu_fft` are kept.
 
     Args:
         x: ``[..., n]`` float32 or float64 signal (any device).
-        workers: CPU threads (default: torch's intra-op count).
+        workers: CPU threads of pocketFFT (default: torch's intra-op count); MKL transforms
+            on the calling thread.
 
     Returns:
         ``[..., n // 2 + 1]`` complex64 (complex128 for float64) on ``x``'s device.
     """
     if x.device.type != "cpu":
         return torch.fft.rfft(x)
-    import scipy.fft
+    from . import cpu_fft
 
-    workers = workers or torch.get_num_threads()
-    return torch.from_numpy(scipy.fft.rfft(x.detach().numpy(), axis=-1, workers=workers))
+    return torch.from_numpy(cpu_fft.rfft(x.detach().numpy(), workers or torch.get_num_threads()))
 
 
 def real_ifft(spec: Tensor, n: int, workers: Optional[int] = None) -> Tensor:
     """``torch.fft.irfft(spec, n=n)``: the spectrum cut or zero-padded to ``n // 2 + 1`` bins,
-    transformed back to ``n`` samples; on the CPU by scipy's pocketFFT (see :func:`real_fft`).
+    transformed back to ``n`` samples; on the CPU by :func:`vcmr.audio.cpu_fft.irfft` (see
+    :func:`real_fft`).
 
     Args:
         spec: ``[..., m]`` complex spectrum (any device; a strided view is fine).
         n: output samples.
-        workers: CPU threads (default: torch's intra-op count).
+        workers: CPU threads of pocketFFT (default: torch's intra-op count).
 
     Returns:
         ``[..., n]`` float32 (float64 for complex128) on ``spec``'s device.
     """
     if spec.device.type != "cpu":
         return torch.fft.irfft(spec, n=n)
-    import scipy.fft
+    from . import cpu_fft
 
-    workers = workers or torch.get_num_threads()
-    return torch.from_numpy(scipy.fft.irfft(spec.detach().numpy(), n=n, axis=-1, workers=workers))
+    return torch.from_numpy(cpu_fft.irfft(spec.detach().numpy(), n, workers or torch.get_num_threads()))
 
 
 def _check_crop(crop_length: int, t_in: int) -> None:

@@ -137,3 +137,88 @@ def sox_reverb_rows(
         for i in range(t):
             v = np.float64(x[r, i]) + wet[i] / n_arrays
             out[r, i] = min(1.0, max(-1.0, v))
+
+
+# --- Frequency responses multiplied into one row's spectrum (the FFT pass on the CPU) ------
+# ``spec`` is a complex64 spectrum seen as float32 pairs ``[2 m]`` (``z.view(np.float32)``),
+# multiplied in place; each loop is over bins only, so it vectorises (numpy's error model: a
+# float division by zero gives inf, as IEEE arithmetic, instead of raising).
+
+_BLOCK = 256
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def mul_butterworth(spec: np.ndarray, bin_over_cutoff: float, order: int, highpass: bool) -> None:
+    """Multiply by the zero-phase Butterworth magnitude ``|H(f)|`` of ``order``.
+
+    With ``q = (f / f_c)^2n``, ``f / f_c = k * bin_over_cutoff`` at bin ``k``: ``1 / sqrt(1 + q)``
+    (low-pass) or ``1 / sqrt(1 + 1 / q)`` (high-pass; 0 at 0 Hz). In float32: where ``q``
+    overflows, the gain is 0 (low-pass) or 1 (high-pass), never NaN.
+    """
+    m = spec.shape[0] // 2
+    c = np.float32(bin_over_cutoff)
+    one = np.float32(1.0)
+    u2 = np.empty(_BLOCK, dtype=np.float32)
+    q = np.empty(_BLOCK, dtype=np.float32)
+    for k0 in range(0, m, _BLOCK):
+        kk = min(_BLOCK, m - k0)
+        for j in range(kk):
+            u = np.float32(k0 + j) * c
+            u2[j] = u * u
+            q[j] = u * u
+        for _ in range(order - 1):
+            for j in range(kk):
+                q[j] *= u2[j]
+        if highpass:
+            for j in range(kk):
+                q[j] = one / q[j]
+        for j in range(kk):
+            g = one / np.sqrt(one + q[j])
+            spec[2 * (k0 + j)] *= g
+            spec[2 * (k0 + j) + 1] *= g
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def mul_echo(spec: np.ndarray, delay: float, n: int, volume: float, gain: float) -> None:
+    """Multiply by an echo's response ``gain * (1 + volume * exp(-2 pi i k delay / n))``.
+
+    The phase factor of bin ``k = q * 256 + r`` is the product of a coarse one (``q``) and a
+    fine one (``r``), each from its angle reduced modulo one turn in float64, so a long delay
+    keeps its precision; the product is in float32.
+    """
+    m = spec.shape[0] // 2
+    turns = delay / n
+    fr = np.empty(_BLOCK, dtype=np.float32)
+    fi = np.empty(_BLOCK, dtype=np.float32)
+    for r in range(_BLOCK):
+        a = -2.0 * np.pi * ((r * turns) % 1.0)
+        fr[r] = volume * np.cos(a)
+        fi[r] = volume * np.sin(a)
+    g = np.float32(gain)
+    for k0 in range(0, m, _BLOCK):
+        a = -2.0 * np.pi * ((k0 * turns) % 1.0)
+        cr = np.float32(np.cos(a))
+        ci = np.float32(np.sin(a))
+        kk = min(_BLOCK, m - k0)
+        for j in range(kk):
+            hr = (np.float32(1.0) + (cr * fr[j] - ci * fi[j])) * g
+            hi = (cr * fi[j] + ci * fr[j]) * g
+            re = spec[2 * (k0 + j)]
+            im = spec[2 * (k0 + j) + 1]
+            spec[2 * (k0 + j)] = re * hr - im * hi
+            spec[2 * (k0 + j) + 1] = re * hi + im * hr
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def mul_mix(spec: np.ndarray, response: np.ndarray, wet: float) -> None:
+    """Multiply by ``(1 - wet) + wet * response`` (``response``: float32 pairs like ``spec``)."""
+    m = spec.shape[0] // 2
+    w = np.float32(wet)
+    dry = np.float32(1.0) - w
+    for k in range(m):
+        hr = dry + w * response[2 * k]
+        hi = w * response[2 * k + 1]
+        re = spec[2 * k]
+        im = spec[2 * k + 1]
+        spec[2 * k] = re * hr - im * hi
+        spec[2 * k + 1] = re * hi + im * hr

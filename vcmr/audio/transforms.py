@@ -23,6 +23,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
+import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -202,6 +203,28 @@ class RandomTransform(nn.Module):
         defined in time (a delay of ``d`` samples of the clip is ``d * time_scale / warp``
         output samples). Both are 1 otherwise."""
         raise NotImplementedError
+
+    def spectral_rows(self, state: Any) -> Any:
+        """:meth:`spectral_state`'s result in the form :meth:`spectral_multiply` reads one row
+        at a time (called once per batch; the built-in transforms make Python lists of their
+        draws). This default returns ``state`` unchanged."""
+        return state
+
+    def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
+        """Multiply one example's spectrum by its response in place, on the CPU: ``spec`` is a
+        numpy complex64 ``[n // 2 + 1]``, ``state`` what :meth:`spectral_rows` returned,
+        ``row`` an index into the picked sub-batch, ``time_scale`` and ``warp`` as in
+        :meth:`spectral_response`.
+
+        The chain's pass calls it where MKL transforms the pass row by row
+        (:mod:`vcmr.audio.cpu_fft`). This default evaluates :meth:`spectral_response` for the
+        one row; the built-in transforms multiply with compiled loops
+        (:mod:`vcmr.audio.kernels`) instead."""
+        f64 = torch.float64
+        resp = self.spectral_response(
+            state, torch.tensor([row]), n, torch.tensor([time_scale], dtype=f64), torch.tensor([warp], dtype=f64)
+        )
+        spec *= resp[0].numpy()
 
     def draw(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Params:
         """The application mask (``"apply"``) and :meth:`sample` of a batch, in that order."""
@@ -410,6 +433,15 @@ class RandomFilter(RandomTransform):
         cutoff = state["cutoff_hz"][rows.to(state["cutoff_hz"].device)].to(dev, torch.float64) * warp
         return butterworth_on_grid(n, self.sample_rate, cutoff, self.order, state["highpass"][rows.to(state["highpass"].device)], dev)
 
+    def spectral_rows(self, state: Any) -> Any:
+        return state["cutoff_hz"].tolist(), state["highpass"].tolist()
+
+    def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
+        from vcmr.audio import kernels
+
+        cutoff, highpass = state[0][row] * warp, state[1][row]
+        kernels.mul_butterworth(spec.view(np.float32), self.sample_rate / (n * cutoff), self.order, highpass)
+
     def extra_repr(self) -> str:
         return f"p={self.p}, highpass_prob={self.highpass_prob}, order={self.order}"
 
@@ -466,6 +498,14 @@ class RandomDelay(RandomTransform):
     def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
         d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
         return delay_response(d * time_scale / warp, n, self.volume, warp.device)
+
+    def spectral_rows(self, state: Any) -> Any:
+        return state["delay_samples"].tolist()
+
+    def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
+        from vcmr.audio import kernels
+
+        kernels.mul_echo(spec.view(np.float32), state[row] * time_scale / warp, n, self.volume, 1.0)
 
 
 class _PitchTransform(RandomTransform):
@@ -738,6 +778,17 @@ class RandomReverb(RandomTransform):
         wet = state["wet"][rows].to(dev, torch.float32).view(-1, 1)
         return spectra.index_select(0, state["rir_index"][rows].to(dev)).mul_(wet).add_(1.0 - wet)
 
+    def spectral_rows(self, state: Any) -> Any:
+        return state["rir_index"].tolist(), state["wet"].float().tolist()
+
+    def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
+        from vcmr.audio import kernels
+
+        spectra = rir_bank_spectra(
+            self.rt60_grid, self.irs_per_rt60, self.ir_length, self.sample_rate, self.bank_seed, n, torch.device("cpu")
+        )
+        kernels.mul_mix(spec.view(np.float32), spectra[state[0][row]].numpy().view(np.float32), state[1][row])
+
     def extra_repr(self) -> str:
         return (
             f"p={self.p}, rt60_s={self.rt60_range} in {len(self.rt60_grid)} steps, irs_per_rt60={self.irs_per_rt60}, "
@@ -913,6 +964,14 @@ class RandomMixDelay(RandomTransform):
     def spectral_response(self, state: Any, rows: Tensor, n: int, time_scale: Tensor, warp: Tensor) -> Tensor:
         d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
         return delay_response(d * time_scale / warp, n, self.volume, warp.device).mul_(0.5)
+
+    def spectral_rows(self, state: Any) -> Any:
+        return state["delay_samples"].tolist()
+
+    def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
+        from vcmr.audio import kernels
+
+        kernels.mul_echo(spec.view(np.float32), state[row] * time_scale / warp, n, self.volume, 0.5)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, delays_ms={self.delays_ms}, volume={self.volume}"
