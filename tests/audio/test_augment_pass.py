@@ -189,6 +189,8 @@ def naive_cost(n: int) -> float:
     cost = n * math.log2(n)
     if not D._is_smooth(n, (2, 3, 5)):
         cost *= D._ODD_RADIX_COST
+    if n % 5 == 0:
+        cost *= D._RADIX5_COST
     if n % 4:
         cost *= D._TWICE_ODD_COST
     return cost

@@ -475,7 +475,7 @@ def _pass_by_rows(
         assert pitch is not None
         rows_p = order[n_plain:]
         lengths = torch.clamp(torch.ceil(t * eff[rows_p]).long(), max=n_in[rows_p])
-        spans = pitch[1].span(x.index_select(0, rows_p)[:, 0], eff[rows_p], lengths, int(lengths.max())).numpy()
+        fill = pitch[1].span_rows(x.index_select(0, rows_p)[:, 0], eff[rows_p], lengths, int(lengths.max()))
         lengths_l = lengths.tolist()
         tapers: Dict[int, Any] = {}
 
@@ -485,7 +485,7 @@ def _pass_by_rows(
             j = i - n_plain
             size_in, length = n_in_l[i], lengths_l[j]
             buf = scratch["time"][:size_in]
-            np.multiply(spans[j, :length], np.float32(n_out / size_in), out=buf[:length])
+            fill(j, buf[:length], n_out / size_in)
             buf[length:] = 0.0
             fwd = scratch["fwd"][: size_in // 2 + 1]
             fft.forward(buf, fwd)

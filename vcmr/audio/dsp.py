@@ -144,6 +144,11 @@ _ODD_RADIX_COST = 1.35
 #: Relative time per sample of a real FFT of twice an odd number (about 1.5 times slower per
 #: sample in MKL than a multiple of 4, measured on sizes of 90,000 to 220,000).
 _TWICE_ODD_COST = 1.5
+#: Relative time per sample of a real FFT whose size has a factor 5. MKL (one row, one thread,
+#: a forward and an inverse transform): 0.67 ms for 131,072 = 2^17 and 0.75 ms for
+#: 124,416 = 2^9 3^5 points, 1.02-1.07 ms for 125,000 = 2^3 5^6, 128,000 = 2^10 5^3 and
+#: 129,600 = 2^6 3^4 5^2; pocketFFT runs them about alike.
+_RADIX5_COST = 1.3
 
 
 @functools.lru_cache(maxsize=2)
@@ -163,12 +168,15 @@ def _pass_sizes(multiple: int) -> Tuple[int, ...]:
 def fft_cost(n: int) -> float:
     """Relative time of a real FFT of ``n`` points (``n`` even, prime factors <= 13).
 
-    ``n log2 n``, times :data:`_ODD_RADIX_COST` when ``n`` has a prime factor above 5 and
-    :data:`_TWICE_ODD_COST` when ``n / 2`` is odd. Used to choose among sizes that all fit.
+    ``n log2 n``, times :data:`_ODD_RADIX_COST` when ``n`` has a prime factor above 5,
+    :data:`_RADIX5_COST` when it has a factor 5 and :data:`_TWICE_ODD_COST` when ``n / 2`` is
+    odd. Used to choose among sizes that all fit.
     """
     cost = n * math.log2(max(2, n))
     if not _is_smooth(n, _PAD_RADICES):
         cost *= _ODD_RADIX_COST
+    if n % 5 == 0:
+        cost *= _RADIX5_COST
     if n % 4:
         cost *= _TWICE_ODD_COST
     return cost
@@ -796,30 +804,18 @@ def _search_torch(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
         src[:, k] = nominal[:, k] + (conv[:, first : first + search] - half_energy[:, k - 1]).argmax(-1)
 
 
-def wsola_stretch(
+def wsola_splices(
     x: Tensor, ratio: Tensor | float, length: int, segment: int, search: int, overlap: int, lengths: Optional[Tensor] = None
-) -> Tensor:
-    """Stretch time by ``ratio[b]`` keeping pitch: sox's ``tempo`` (WSOLA) with factor ``1 / ratio``.
-
-    The output is cut into segments of ``segment`` samples that advance by ``segment - overlap``
-    and are joined by a linear cross-fade over ``overlap`` samples. Segment ``k`` is read from
-    the input near ``k (segment - overlap) / ratio``: of the ``search`` positions from there on,
-    the one whose first ``overlap`` samples differ least (sum of squares) from the natural
-    continuation of segment ``k - 1``. As in sox, the input is preceded by ``search // 2``
-    zeros, so the first segment starts with the clip. The clip is extended at its end by
-    mirroring where a segment reads past it. The search runs for all examples at once, one
-    segment after another; each example has its own ``ratio``.
-
-    Args:
-        x: ``[b, T]`` waveforms.
-        ratio: ``[b]`` (or scalar) stretch factors (> 1: longer; output duration ``ratio * T``).
-        length: output samples (every example).
-        segment, search, overlap: sizes in samples (see :func:`wsola_sizes`), ``2 overlap <= segment``.
-        lengths: optional ``[b]`` samples each example needs (<= ``length``); its samples past
-            that are then left unspecified, and it reads no further input than it needs.
+) -> Tuple[Tensor, Tensor]:
+    """The WSOLA stretch of :func:`wsola_stretch` up to its join: the padded input and where
+    each output block is read from.
 
     Returns:
-        ``[b, length]`` float32 (possibly a view).
+        ``(xp, starts)``: ``xp: [b, L]`` float32, the clip after ``search // 2`` zeros and
+        mirrored at its end; ``starts: [b, K + 1]`` int64, block ``k`` of the output (samples
+        ``[k step, (k + 1) step)``, ``step = segment - overlap``) is ``xp[starts[k] :][:step]``,
+        its first ``overlap`` samples (``1 <= k < K``) cross-faded linearly from
+        ``xp[starts[k - 1] + step :]`` (:func:`vcmr.audio.kernels.wsola_join` joins one row).
     """
     b, t = x.shape
     if overlap <= 0 or 2 * overlap > segment or search < 1:
@@ -850,6 +846,40 @@ def wsola_stretch(
     # (k >= 1) cross-fade with the continuation of segment k - 1. A last block continues the
     # last segment (its `overlap` samples sox flushes at the end).
     starts = torch.cat([src, src[:, -1:] + step], dim=1)
+    return xp, starts
+
+
+def wsola_stretch(
+    x: Tensor, ratio: Tensor | float, length: int, segment: int, search: int, overlap: int, lengths: Optional[Tensor] = None
+) -> Tensor:
+    """Stretch time by ``ratio[b]`` keeping pitch: sox's ``tempo`` (WSOLA) with factor ``1 / ratio``.
+
+    The output is cut into segments of ``segment`` samples that advance by ``segment - overlap``
+    and are joined by a linear cross-fade over ``overlap`` samples. Segment ``k`` is read from
+    the input near ``k (segment - overlap) / ratio``: of the ``search`` positions from there on,
+    the one whose first ``overlap`` samples differ least (sum of squares) from the natural
+    continuation of segment ``k - 1``. As in sox, the input is preceded by ``search // 2``
+    zeros, so the first segment starts with the clip. The clip is extended at its end by
+    mirroring where a segment reads past it. The search runs for all examples at once, one
+    segment after another; each example has its own ``ratio``.
+
+    Args:
+        x: ``[b, T]`` waveforms.
+        ratio: ``[b]`` (or scalar) stretch factors (> 1: longer; output duration ``ratio * T``).
+        length: output samples (every example).
+        segment, search, overlap: sizes in samples (see :func:`wsola_sizes`), ``2 overlap <= segment``.
+        lengths: optional ``[b]`` samples each example needs (<= ``length``); its samples past
+            that are then left unspecified, and it reads no further input than it needs.
+
+    Returns:
+        ``[b, length]`` float32 (possibly a view).
+    """
+    b = x.shape[0]
+    step = segment - overlap
+    xp, starts = wsola_splices(x, ratio, length, segment, search, overlap, lengths)
+    n_seg = starts.shape[1] - 1
+    src = starts[:, :n_seg]
+    dev = x.device
     if dev.type == "cpu":
         # numpy's fancy indexing copies each window as one block, several times faster here.
         xn, sn = xp.numpy(), starts.numpy()

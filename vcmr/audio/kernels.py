@@ -43,13 +43,26 @@ def wsola_search(xp: np.ndarray, nominal: np.ndarray, counts: np.ndarray, src: n
             tail = src[r, k - 1] + step
             diff[:] = 0.0
             # Candidates in the inner loop: every step of it is independent (vectorised),
-            # and each candidate's sum still runs over j in order.
-            for j in range(overlap):
+            # and each candidate's sum still runs over j in order. Four j per pass over the
+            # candidates: a quarter of the loads and stores of the sums.
+            j = 0
+            while j + 4 <= overlap:
+                c0, c1, c2, c3 = x[tail + j], x[tail + j + 1], x[tail + j + 2], x[tail + j + 3]
+                window = x[base + j : base + j + search + 3]
+                for i in range(search):
+                    e0 = window[i] - c0
+                    e1 = window[i + 1] - c1
+                    e2 = window[i + 2] - c2
+                    e3 = window[i + 3] - c3
+                    diff[i] = (((diff[i] + e0 * e0) + e1 * e1) + e2 * e2) + e3 * e3
+                j += 4
+            while j < overlap:
                 c = x[tail + j]
                 window = x[base + j : base + j + search]
                 for i in range(search):
                     e = window[i] - c
                     diff[i] += e * e
+                j += 1
             best = 0
             least = diff[0]
             for i in range(1, search):
@@ -58,6 +71,37 @@ def wsola_search(xp: np.ndarray, nominal: np.ndarray, counts: np.ndarray, src: n
                     best = i
             src[r, k] = base + best
 
+
+
+@numba.njit(nogil=True, cache=True)
+def wsola_join(xp: np.ndarray, starts: np.ndarray, step: int, overlap: int, scale: float, out: np.ndarray) -> None:
+    """One row of a WSOLA stretch (:func:`vcmr.audio.dsp.wsola_splices`), times ``scale``,
+    into ``out`` (its first ``len(out)`` samples).
+
+    Block ``k`` is ``xp[starts[k]:][:step]``; for ``1 <= k < len(starts) - 1`` its first
+    ``overlap`` samples fade linearly from the continuation of block ``k - 1``:
+    ``(head - tail) * (j / overlap) + tail``, in float32 as the batched join computes it.
+    """
+    length = out.shape[0]
+    n_blocks = starts.shape[0]
+    s = np.float32(scale)
+    fade = np.arange(overlap).astype(np.float32) / np.float32(overlap)
+    pos = 0
+    for k in range(n_blocks):
+        if pos >= length:
+            break
+        a = starts[k]
+        m = min(step, length - pos)
+        first = 0
+        if 1 <= k < n_blocks - 1:
+            tail = starts[k - 1] + step
+            first = min(overlap, m)
+            for j in range(first):
+                t = xp[tail + j]
+                out[pos + j] = ((xp[a + j] - t) * fade[j] + t) * s
+        for j in range(first, m):
+            out[pos + j] = xp[a + j] * s
+        pos += m
 
 
 @numba.njit(nogil=True, cache=True)
@@ -160,10 +204,14 @@ def mul_butterworth(spec: np.ndarray, bin_over_cutoff: float, order: int, highpa
     one = np.float32(1.0)
     u2 = np.empty(_BLOCK, dtype=np.float32)
     q = np.empty(_BLOCK, dtype=np.float32)
+    # Bin numbers as float32 from a float ramp (exact below 2^24): converting an int64 to a
+    # float has no AVX2 instruction, so a conversion per bin would keep the loop scalar.
+    ramp = np.arange(_BLOCK).astype(np.float32)
     for k0 in range(0, m, _BLOCK):
         kk = min(_BLOCK, m - k0)
+        base = np.float32(k0)
         for j in range(kk):
-            u = np.float32(k0 + j) * c
+            u = (base + ramp[j]) * c
             u2[j] = u * u
             q[j] = u * u
         for _ in range(order - 1):
@@ -173,9 +221,10 @@ def mul_butterworth(spec: np.ndarray, bin_over_cutoff: float, order: int, highpa
             for j in range(kk):
                 q[j] = one / q[j]
         for j in range(kk):
-            g = one / np.sqrt(one + q[j])
-            spec[2 * (k0 + j)] *= g
-            spec[2 * (k0 + j) + 1] *= g
+            u2[j] = one / np.sqrt(one + q[j])
+        for j in range(kk):
+            spec[2 * (k0 + j)] *= u2[j]
+            spec[2 * (k0 + j) + 1] *= u2[j]
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from vcmr.audio.dsp import (
     rir_bank,
     rir_bank_spectra,
     wsola_sizes,
+    wsola_splices,
     wsola_stretch,
 )
 from vcmr.audio.dsp_clmr import add_noise_std, mix_delay, sinc_filter, sinc_half_size, sox_reverb
@@ -595,6 +596,29 @@ class _PitchTransform(RandomTransform):
             # went on, cut), whether or not it is the longest of its batch.
             return wsola_stretch(x, ratio, length + self.wsola[0], *self.wsola, lengths=lengths)[:, :length]
         return pitch_span(x, length)
+
+    def span_rows(self, x: Tensor, ratio: Tensor, lengths: Tensor, length: int) -> Callable[[int, Any, float], None]:
+        """:meth:`span` on the CPU, one row at a time: the returned ``fill(j, out, scale)``
+        writes ``scale * span(x, ratio, lengths, length)[j, :len(out)]`` into ``out`` (numpy
+        float32, ``len(out) <= lengths[j]``). The WSOLA search runs here for every row; each
+        ``fill`` joins one row's blocks (:func:`vcmr.audio.kernels.wsola_join`)."""
+        from vcmr.audio import kernels
+
+        if self.method == "wsola":
+            segment, _, overlap = self.wsola
+            xp, starts = wsola_splices(x, ratio, length + segment, *self.wsola, lengths=lengths)
+            xp_n, starts_n = xp.numpy(), starts.numpy()
+
+            def fill_wsola(j: int, out: Any, scale: float) -> None:
+                kernels.wsola_join(xp_n[j], starts_n[j], segment - overlap, overlap, scale, out)
+
+            return fill_wsola
+        span = pitch_span(x, length).numpy()
+
+        def fill(j: int, out: Any, scale: float) -> None:
+            np.multiply(span[j, : out.shape[0]], np.float32(scale), out=out)
+
+        return fill
 
 
 @dataclasses.dataclass
