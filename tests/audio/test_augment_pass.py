@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from vcmr.audio import cpu_fft
 from vcmr.audio import dsp as D
 from vcmr.audio import transforms as T
 from vcmr.audio import augment
@@ -19,6 +20,15 @@ from .test_dsp import SR, gen, peak_hz, rms, sine
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 MS = (82.0, 14.68, 12.0)
+
+
+@pytest.fixture(params=["mkl", "pocketfft"])
+def fft_backend(request, monkeypatch):
+    """The pass on both CPU paths: row by row with MKL, in row batches with pocketFFT."""
+    if request.param == "mkl" and cpu_fft._load() is None:
+        pytest.skip("MKL's DFTI is not available in this torch build")
+    monkeypatch.setenv(cpu_fft.BACKEND_ENV, request.param)
+    return request.param
 
 
 def decay_rt60(h: np.ndarray, rt60_hint: float) -> float:
@@ -126,7 +136,7 @@ def naive_pass(x: torch.Tensor, run: list, drawn: dict) -> np.ndarray:
     return out
 
 
-def test_fused_pass_equals_a_naive_reference_per_example():
+def test_fused_pass_equals_a_naive_reference_per_example(fft_backend):
     x = 0.3 * torch.randn(24, 1, 6000, generator=gen(21))
     run = default_run()
     one = x.clone()
@@ -146,7 +156,7 @@ def test_fused_pass_equals_a_naive_reference_per_example():
     assert float((one - two).abs().max()) < 1e-6
 
 
-def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
+def test_examples_no_transform_picks_skip_the_fft(monkeypatch, fft_backend):
     x = 0.3 * torch.randn(16, 1, 4000, generator=gen(2))
     run = [(name, tr) for name, tr in default_run()]
     for _, tr in run:
@@ -154,16 +164,27 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
     spectral_run(x.clone(), run, gen(0))  # builds the reverb bank's spectra at the pass's size
     rows = {"rfft": 0, "irfft": 0}
     calls = []
-    for name, fn in (("rfft", "real_fft"), ("irfft", "real_ifft")):
-        real = getattr(augment, fn)
+    if fft_backend == "mkl":
+        # Row by row: one forward and one inverse transform per picked example.
+        for name, method in (("rfft", "forward"), ("irfft", "backward")):
+            real = getattr(cpu_fft.RowTransforms, method)
 
-        def counted(inp, *args, _real=real, _name=name, **kwargs):
-            # Rows of zeros only pad a call of several rows to a multiple of SIMD_ROWS on the CPU.
-            rows[_name] += int((inp != 0).any(dim=-1).sum())
-            calls.append(inp.shape[0])
-            return _real(inp, *args, **kwargs)
+            def counted_row(self, inp, out, _real=real, _name=name):
+                rows[_name] += 1
+                return _real(self, inp, out)
 
-        monkeypatch.setattr(augment, fn, counted)
+            monkeypatch.setattr(cpu_fft.RowTransforms, method, counted_row)
+    else:
+        for name, fn in (("rfft", "real_fft"), ("irfft", "real_ifft")):
+            real = getattr(augment, fn)
+
+            def counted(inp, *args, _real=real, _name=name, **kwargs):
+                # Rows of zeros only pad a call of several rows to a multiple of SIMD_ROWS.
+                rows[_name] += int((inp != 0).any(dim=-1).sum())
+                calls.append(inp.shape[0])
+                return _real(inp, *args, **kwargs)
+
+            monkeypatch.setattr(augment, fn, counted)
     y = x.clone()
     drawn = spectral_run(y, run, gen(8))
     picked = torch.zeros(16, dtype=torch.bool)
@@ -172,8 +193,11 @@ def test_examples_no_transform_picks_skip_the_fft(monkeypatch):
     assert 0 < int(picked.sum()) < 16
     # One forward and one inverse row per picked example (the bank's spectra are cached).
     assert rows == {"rfft": int(picked.sum()), "irfft": int(picked.sum())}
-    assert calls and all(n == 1 or n % augment.SIMD_ROWS == 0 for n in calls)
-    assert augment._simd_rows(1, torch.device("cpu")) == 1 and augment._simd_rows(5, torch.device("cpu")) == 8
+    if fft_backend == "pocketfft":
+        assert calls and all(n == 1 or n % augment.SIMD_ROWS == 0 for n in calls)
+        assert augment._simd_rows(1, torch.device("cpu")) == 1 and augment._simd_rows(5, torch.device("cpu")) == 8
+    else:
+        assert augment._simd_rows(5, torch.device("cpu")) == 5  # MKL: no padding rows
     assert torch.equal(y[~picked], x[~picked])
     # A batch that no transform picks makes no FFT at all.
     for _, tr in run:
@@ -276,7 +300,7 @@ def test_crop_equals_per_example_slices_on_every_path():
     torch.testing.assert_close(D.crop(x, start, 100), ref, rtol=0, atol=0)
 
 
-def test_a_forked_child_does_not_inherit_the_helper_thread():
+def test_a_forked_child_does_not_inherit_the_helper_thread(fft_backend):
     # The pass's helper thread does not survive fork(): a child (e.g. a DataLoader worker)
     # must not queue work for a thread it does not have. (torch's own OpenMP threads do not
     # survive fork either, so the child runs the pass with one thread, as DataLoader workers do.)
@@ -316,6 +340,7 @@ def test_the_gpu_paths_run_on_the_cpu_equal_the_cpu_paths(monkeypatch):
     D._search_torch(xp, nominal, gpu, step, search, overlap)
     assert torch.equal(cpu, gpu)
     # The pass with torch's FFTs and no row padding (as on a GPU) equals the naive reference.
+    monkeypatch.setenv(cpu_fft.BACKEND_ENV, "pocketfft")  # the batched path (the GPU's)
     monkeypatch.setattr(augment, "real_fft", lambda z, workers=None: torch.fft.rfft(z))
     monkeypatch.setattr(augment, "real_ifft", lambda z, n, workers=None: torch.fft.irfft(z, n=n))
     monkeypatch.setattr(augment, "_simd_rows", lambda rows, device: rows)

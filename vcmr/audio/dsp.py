@@ -1057,11 +1057,9 @@ def delay_response(delay_samples: Tensor, n: int, volume: float | Tensor, device
 
 
 @functools.lru_cache(maxsize=16)
-def _bin_powers(n: int, sample_rate: int, power: int, device: torch.device) -> Tensor:
-    """``[2, n // 2 + 1]`` float32: ``f ** power`` and ``f ** -power`` of the bins of an
-    ``n``-point real FFT at ``sample_rate`` (``inf`` at 0 Hz in the second row)."""
-    f = _bin_indices(n, device) * (sample_rate / n)
-    return torch.stack([f.pow(power), f.pow(-power)]).float()
+def _bin_hz(n: int, sample_rate: int, device: torch.device) -> Tensor:
+    """``[n // 2 + 1]`` float32 frequencies in Hz of the bins of an ``n``-point real FFT."""
+    return (_bin_indices(n, device) * (sample_rate / n)).float()
 
 
 def butterworth_on_grid(
@@ -1069,14 +1067,16 @@ def butterworth_on_grid(
 ) -> Tensor:
     """:func:`butterworth_response` on the bins of an ``n``-point real FFT: ``[b, n // 2 + 1]`` float32.
 
-    Written as ``1 / sqrt(1 + q)``, ``q = f^2n fc^-2n`` (low-pass) or ``f^-2n fc^2n``
-    (high-pass), from cached tables of ``f^2n`` and ``f^-2n``: three passes over the grid.
+    Written as ``1 / sqrt(1 + u^2n)`` with ``u = f / fc`` (low-pass) or ``fc / f`` (high-pass),
+    in float32. Where ``u^2n`` overflows (a high order), the gain is 0, as it is to float32
+    precision; at 0 Hz the high-pass gain is 0.
     """
-    table = _bin_powers(n, sample_rate, 2 * order, device)
     hp = highpass.to(device).view(-1)
     fc = cutoff_hz.to(device, torch.float64).view(-1, 1)
-    scale = torch.where(hp.view(-1, 1), fc.pow(2 * order), fc.pow(-2 * order)).float()
-    return table[hp.long()].mul_(scale).add_(1.0).rsqrt_()
+    u = _bin_hz(n, sample_rate, device).unsqueeze(0) * (1.0 / fc).float()
+    if bool(hp.any()):
+        u[hp] = u[hp].reciprocal()
+    return u.pow_(2 * order).add_(1.0).rsqrt_()
 
 
 def filter_extent(cutoff_hz: Tensor, sample_rate: int) -> int:
