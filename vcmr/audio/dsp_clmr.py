@@ -27,7 +27,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from vcmr.audio.dsp import _per_example, check_batch, next_fast_len, rfft_padded
+from vcmr.audio.dsp import _per_example, check_batch, next_fast_len, real_fft, real_ifft, rfft_padded
 
 #: julius' default number of zero crossings kept on each side of the sinc.
 SINC_ZEROS = 8
@@ -106,8 +106,15 @@ def sinc_filter(x: Tensor, cutoff_hz: Tensor, sample_rate: int, highpass: Tensor
     xf = x.float()
     padded = torch.nn.functional.pad(xf, (h_max, h_max), mode="replicate")  # [B, 1, T + 2H]
     n = next_fast_len(padded.shape[-1] + bank.shape[-1] - 1)
-    spec = rfft_padded(padded, n) * rfft_padded(bank.to(x.device).view(b, 1, -1), n)
-    low = torch.fft.irfft(spec, n=n)[..., 2 * h_max : 2 * h_max + t]
+    # real_fft / real_ifft: on the CPU MKL with kept plans (vcmr.audio.cpu_fft), torch elsewhere.
+    buf = padded.new_zeros(b, 1, n)
+    buf[..., : padded.shape[-1]] = padded
+    spec = real_fft(buf)
+    buf.zero_()
+    buf[:, 0, : bank.shape[-1]] = bank.to(x.device)
+    spec.mul_(real_fft(buf))
+    del buf
+    low = real_ifft(spec, n)[..., 2 * h_max : 2 * h_max + t]
     hp = torch.as_tensor(highpass, device=x.device).view(b, 1, 1)
     return torch.where(hp, xf - low, low).to(x.dtype)
 
