@@ -19,6 +19,9 @@ other processes slows them alike; rates are medians over the batches. Before mea
 script waits (up to ``--max-wait-s``) for the 1-minute load average to drop below
 ``--max-load`` and prints it either way, and again after each thread count.
 
+The CPU FFTs are MKL's with kept plans where torch ships MKL (:mod:`vcmr.audio.cpu_fft`; the
+header names the backend); ``VCMR_CPU_FFT=pocketfft`` measures scipy's pocketFFT instead.
+
 The script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it (see the comment at
 the imports); ``OMP_WAIT_POLICY=ACTIVE python benchmarks/bench_augment.py`` measures torch's
 default spinning threads.
@@ -54,6 +57,7 @@ from typing import Callable, Dict, List, Tuple  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from vcmr.audio import cpu_fft  # noqa: E402
 from vcmr.audio.augment import AugmentationChain, build_augmentation, spectral_run  # noqa: E402
 from vcmr.audio.dsp import random_crop, synthetic_rir  # noqa: E402
 from vcmr.audio.io import save_audio  # noqa: E402
@@ -264,7 +268,7 @@ def main() -> None:
         f"clips of {args.clip_length} samples at {sr} Hz (cropped from {args.input_length}); "
         f"default chain {args.config}; CLMR-exact chain {args.exact_config or '-'}; torch {torch.__version__}; "
         f"device {args.device}; batch {args.batch}; {args.reps} batches per chain; "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; CPU FFTs: {cpu_fft.backend()}"
     )
     load = wait_for_quiet(args.max_load, args.max_wait_s)
     print(f"load average before: {load:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min) on {os.cpu_count()} CPUs")

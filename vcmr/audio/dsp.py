@@ -1076,7 +1076,18 @@ def butterworth_on_grid(
     u = _bin_hz(n, sample_rate, device).unsqueeze(0) * (1.0 / fc).float()
     if bool(hp.any()):
         u[hp] = u[hp].reciprocal()
-    return u.pow_(2 * order).add_(1.0).rsqrt_()
+    return _int_power_(u, 2 * order).add_(1.0).rsqrt_()
+
+
+def _int_power_(u: Tensor, p: int) -> Tensor:
+    """``u ** p`` in place for an integer ``p >= 1``, by squaring (torch's ``pow`` with an
+    exponent other than 2 or 3 runs the generic power function, several times slower)."""
+    if p == 1:
+        return u
+    if p % 2 == 0:
+        return _int_power_(u.square_(), p // 2)
+    odd = u.clone()
+    return _int_power_(u.square_(), p // 2).mul_(odd)
 
 
 def filter_extent(cutoff_hz: Tensor, sample_rate: int) -> int:
