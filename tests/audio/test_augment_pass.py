@@ -349,3 +349,25 @@ def test_the_gpu_paths_run_on_the_cpu_equal_the_cpu_paths(monkeypatch):
     z = y.clone()
     drawn = spectral_run(z, run, gen(3))
     np.testing.assert_allclose(z[:, 0].numpy(), naive_pass(y, run, drawn), atol=2e-5, rtol=0)
+
+
+def test_pitch_in_cents_pass_is_the_same_on_both_cpu_paths(monkeypatch):
+    # Pitch in cents draws its FFT sizes per batch: the row path transforms them with
+    # pocketFFT (no MKL plan is kept for a size that may not recur); the CLMR delay's
+    # compiled response; both equal the batched path to float rounding.
+    if cpu_fft._load() is None:
+        pytest.skip("MKL's DFTI is not available in this torch build")
+    run = [
+        ("delay_mix", T.RandomMixDelay(0.6, SR, 100.0, 300.0, 50.0, 0.5)),
+        ("pitch_cents", T.RandomPitchCents(0.7, -700, 700, 1024, 256, "wsola", *MS, sample_rate=SR)),
+    ]
+    x = 0.3 * torch.randn(12, 1, 6000, generator=gen(30))
+    out = {}
+    for backend in ("mkl", "pocketfft"):
+        monkeypatch.setenv(cpu_fft.BACKEND_ENV, backend)
+        y = x.clone()
+        out[backend] = (y, spectral_run(y, run, gen(31)))
+    assert torch.equal(out["mkl"][1]["pitch_cents"]["cents"], out["pocketfft"][1]["pitch_cents"]["cents"])
+    assert 0 < int(out["mkl"][1]["pitch_cents"]["apply"].sum()) < 12
+    np.testing.assert_allclose(out["mkl"][0].numpy(), out["pocketfft"][0].numpy(), atol=2e-6, rtol=0)
+    assert not torch.equal(out["mkl"][0], x)

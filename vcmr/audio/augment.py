@@ -478,6 +478,11 @@ def _pass_by_rows(
         fill = pitch[1].span_rows(x.index_select(0, rows_p)[:, 0], eff[rows_p], lengths, int(lengths.max()))
         lengths_l = lengths.tolist()
         tapers: Dict[int, Any] = {}
+        # A pitch shift with a fixed grid of factors uses the same input sizes in every batch:
+        # their MKL plans are kept. One with more factors (pitch in cents) draws new sizes batch
+        # after batch, whose plans would cost more to make than the transforms.
+        recurring = len(pitch[1].all_ratios()) <= FIXED_GRID_MAX
+        forward_shifted = fft.forward if recurring else fft.forward_unplanned
 
         def load_shifted(i: int, scratch: Dict[str, Any]) -> Any:
             # The pitch shift's signal, scaled by n_out / n_in, transformed at n_in; its bins
@@ -488,7 +493,7 @@ def _pass_by_rows(
             fill(j, buf[:length], n_out / size_in)
             buf[length:] = 0.0
             fwd = scratch["fwd"][: size_in // 2 + 1]
-            fft.forward(buf, fwd)
+            forward_shifted(buf, fwd)
             keep = min(n_bins, fwd.shape[0])
             spec = scratch["spec"][:n_bins]
             spec[:keep] = fwd[:keep]
