@@ -243,19 +243,24 @@ def mul_echo(spec: np.ndarray, delay: float, n: int, volume: float, gain: float)
         a = -2.0 * np.pi * ((r * turns) % 1.0)
         fr[r] = volume * np.cos(a)
         fi[r] = volume * np.sin(a)
+    hr = np.empty(_BLOCK, dtype=np.float32)
+    hi = np.empty(_BLOCK, dtype=np.float32)
     g = np.float32(gain)
+    one = np.float32(1.0)
     for k0 in range(0, m, _BLOCK):
         a = -2.0 * np.pi * ((k0 * turns) % 1.0)
         cr = np.float32(np.cos(a))
         ci = np.float32(np.sin(a))
         kk = min(_BLOCK, m - k0)
+        # The block's response first, then the product (two loops that each vectorise).
         for j in range(kk):
-            hr = (np.float32(1.0) + (cr * fr[j] - ci * fi[j])) * g
-            hi = (cr * fi[j] + ci * fr[j]) * g
+            hr[j] = (one + (cr * fr[j] - ci * fi[j])) * g
+            hi[j] = (cr * fi[j] + ci * fr[j]) * g
+        for j in range(kk):
             re = spec[2 * (k0 + j)]
             im = spec[2 * (k0 + j) + 1]
-            spec[2 * (k0 + j)] = re * hr - im * hi
-            spec[2 * (k0 + j) + 1] = re * hi + im * hr
+            spec[2 * (k0 + j)] = re * hr[j] - im * hi[j]
+            spec[2 * (k0 + j) + 1] = re * hi[j] + im * hr[j]
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
