@@ -215,8 +215,9 @@ def spectral_run(
     so no output wraps around into the clip (:func:`pass_sizes`). The unshifted examples make
     one forward and one inverse FFT call, the shifted ones one forward call per input size and
     one inverse call (on the CPU, each of one row or a multiple of :data:`SIMD_ROWS` rows;
-    with several torch threads the unshifted examples run in a second thread). Examples no
-    transform picked are not touched.
+    with several torch threads the unshifted examples run in a second thread). On the CPU
+    with MKL (:mod:`vcmr.audio.cpu_fft`) the same steps run one example at a time instead
+    (:func:`_pass_by_rows`). Examples no transform picked are not touched.
 
     Args:
         x: ``[B, 1, T]`` float waveform, overwritten with the result.
@@ -418,9 +419,9 @@ def _pass_by_rows(
 
     MKL transforms one row as fast per row as several, so each example goes through its
     forward transform, resampling, responses and inverse transform alone, in buffers that
-    every batch reuses (they stay in the cache, and no fresh memory is touched); the responses
-    are still computed for up to :data:`RESPONSE_ROWS` rows at once. With several torch
-    threads the unshifted rows run in a second thread while this one runs the pitch shift's
+    every batch reuses (they stay in the cache, and no fresh memory is touched); each
+    transform multiplies its response into the row's spectrum
+    (:meth:`RandomTransform.spectral_multiply`). With several torch threads the unshifted rows run in a second thread while this one runs the pitch shift's
     stretch, then the two share the shifted rows. Arguments as computed in
     :func:`spectral_run` (``order``: the batch rows of the pass, unshifted first).
     """
