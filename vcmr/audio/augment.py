@@ -157,6 +157,12 @@ def _row_chunks(mask: Tensor, size: int) -> List[Tuple[int, int]]:
 FIXED_GRID_MAX = 64
 
 
+def _fixed_grid(factors: Tuple[float, ...]) -> bool:
+    """Whether a pitch shift that can draw ``factors`` gets FFT sizes fixed for every batch
+    (at most :data:`FIXED_GRID_MAX` of them) rather than sizes for each batch's draws."""
+    return len(factors) <= FIXED_GRID_MAX
+
+
 def pass_sizes(
     run: List[Tuple[str, RandomTransform]], length: int, factors: Tuple[float, ...] = ()
 ) -> Tuple[int, Dict[float, int]]:
@@ -193,7 +199,7 @@ def pass_sizes(
     need = length + quantum * math.ceil(extent / quantum)
     if pitch is None:
         return fast_pass_len(need), {}
-    ratios = grid if len(grid) <= FIXED_GRID_MAX else tuple(sorted(set(factors)))
+    ratios = grid if _fixed_grid(grid) else tuple(sorted(set(factors)))
     n_out, n_in = pitch_grid(need, ratios)
     return n_out, dict(zip(ratios, n_in))
 
@@ -425,7 +431,7 @@ def _pass_by_rows(
     stretch, then the two share the shifted rows. Arguments as computed in
     :func:`spectral_run` (``order``: the batch rows of the pass, unshifted first).
     """
-    b, _, t = x.shape
+    t = x.shape[-1]
     n_sel = order.numel()
     n_bins = n_out // 2 + 1
     xv = x[:, 0].numpy()
@@ -482,8 +488,7 @@ def _pass_by_rows(
         # A pitch shift with a fixed grid of factors uses the same input sizes in every batch:
         # their MKL plans are kept. One with more factors (pitch in cents) draws new sizes batch
         # after batch, whose plans would cost more to make than the transforms.
-        recurring = len(pitch[1].all_ratios()) <= FIXED_GRID_MAX
-        forward_shifted = fft.forward if recurring else fft.forward_unplanned
+        forward_shifted = fft.forward if _fixed_grid(pitch[1].all_ratios()) else fft.forward_unplanned
 
         def load_shifted(i: int, scratch: Dict[str, Any]) -> Any:
             # The pitch shift's signal, scaled by n_out / n_in, transformed at n_in; its bins

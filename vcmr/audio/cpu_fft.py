@@ -228,9 +228,9 @@ def _mkl_rfft(dfti: _Dfti, x: np.ndarray) -> np.ndarray:
     n = x.shape[-1]
     rows = np.ascontiguousarray(x).reshape(-1, n)
     out = np.empty((rows.shape[0], n // 2 + 1), dtype=np.result_type(x.dtype, np.complex64))
-    handle = _plans(dfti).get(n, x.dtype, False)
+    one = RowTransforms(dfti)
     for r in range(rows.shape[0]):
-        dfti.check(dfti.forward(handle, _ptr(rows[r]), _ptr(out[r])), f"forward transform (n={n})")
+        one.forward(rows[r], out[r])
     return out.reshape(x.shape[:-1] + (n // 2 + 1,))
 
 
@@ -245,9 +245,9 @@ def _mkl_irfft(dfti: _Dfti, spec: np.ndarray, n: int) -> np.ndarray:
         rows = full
     real = np.float32 if rows.dtype == np.complex64 else np.float64
     out = np.empty((rows.shape[0], n), dtype=real)
-    handle = _plans(dfti).get(n, np.dtype(real), True)
+    one = RowTransforms(dfti)
     for r in range(rows.shape[0]):
-        dfti.check(dfti.backward(handle, _ptr(rows[r]), _ptr(out[r])), f"inverse transform (n={n})")
+        one.backward(rows[r], out[r])
     return out.reshape(spec.shape[:-1] + (n,))
 
 
