@@ -38,6 +38,66 @@ def test_inplace_matches_out_of_place_and_chain_keeps_input():
     assert torch.equal(x, before)
 
 
+def _head_chain(fuse: bool, **extra) -> A.AugmentationChain:
+    transforms = {
+        "polarity": T.RandomPolarity(0.5),
+        "gain_a": T.RandomGain(0.5, -12.0, -1.0),
+        "noise": T.RandomNoise(0.4, 10.0, 30.0),
+        "gain_b": T.RandomGain(0.6, -6.0, -0.5),
+        **extra,
+    }
+    return A.AugmentationChain(7000, transforms, fuse=fuse)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_crop_head_equals_the_transforms_one_by_one(grad):
+    # Polarity, noise and gains applied while cutting the crop: the same draws and bits as the
+    # crop followed by each transform alone, including examples that get two gains (one is
+    # applied before the other: the product of two factors would round differently), and
+    # noise on examples already scaled. grad=True takes the torch path (the GPU's).
+    x = torch.randn(40, 1, 9000, generator=gen(21))
+    extra = {"filter": T.RandomFilter(0.5, SR, 0.5, 2, 2200, 4000, 200, 1200)}
+    fused, alone = _head_chain(True, **extra), _head_chain(False, **extra)
+    assert fused.head() == ["polarity", "gain_a", "noise", "gain_b"] and alone.head() == []
+    y_ref, d_ref = alone.forward_with_params(x, gen(3))
+    if grad:
+        fused = _head_chain(True)
+        y_ref, d_ref = _head_chain(False).forward_with_params(x, gen(3))
+        x = x.clone().requires_grad_()
+    times: dict = {}
+    y, drawn = fused.forward_with_params(x, gen(3), step_seconds=times)
+    assert torch.equal(y.detach(), y_ref)
+    assert drawn.keys() == d_ref.keys()
+    for name in drawn:
+        for key in drawn[name]:
+            assert torch.equal(drawn[name][key], d_ref[name][key]), (name, key)
+    # Every path of the head ran: both gains and noise on some examples, polarity on others.
+    both = d_ref["gain_a"]["apply"] & d_ref["gain_b"]["apply"]
+    assert both.any() and (d_ref["noise"]["apply"] & both).any() and d_ref["polarity"]["apply"].any()
+    expected = ["crop+polarity+gain_a+noise+gain_b"] + ([] if grad else ["filter"])
+    assert list(times) == expected and all(v >= 0 for v in times.values())
+    assert not torch.equal(y.detach(), x.detach()[..., :7000])
+
+
+def test_crop_head_stops_at_the_first_transform_that_is_not_pointwise(cfg_dict):
+    chain = A.build_augmentation(cfg_dict, SR, 9000)
+    assert chain.head() == ["polarity", "noise", "gain"]
+    exact = A.build_augmentation(load_config(CONFIG.parent / "clmr_exact.yaml").augment, SR, 9000)
+    assert exact.head() == ["polarity", "noise_std", "gain"]
+    x = torch.randn(16, 1, 9500, generator=gen(2))
+    for c in (chain, exact):
+        # The same chain step by step: the crop, each transform or FFT pass of runs() alone.
+        g = gen(8)
+        ref = A.random_crop(x, 9000, g).clone()
+        for run in c.runs():
+            if len(run) == 1:
+                ref, _ = c.transforms[run[0]].forward_with_params(ref, g, inplace=True)
+            else:
+                A.spectral_run(ref, [(name, c.transforms[name]) for name in run], g)
+        assert torch.equal(c(x, gen(8)), ref)
+
+
+
 @pytest.mark.parametrize("method", ["phase_vocoder", "resample"])
 def test_chain_shapes_and_reproducibility(cfg_dict, method):
     cfg = copy.deepcopy(cfg_dict)

@@ -198,7 +198,7 @@ def test_spectral_multiply_equals_spectral_response_row_by_row(index):
     params = tr.draw(6, gen(index))
     sub = {k: v for k, v in params.items() if k != "apply"}
     state = tr.spectral_state(sub, 8000, torch.device("cpu"), gen(9))
-    rows_state = tr.spectral_rows(state)
+    rows_state = tr.spectral_rows(state, n)
     scale = torch.tensor([1.0, 1.2, 0.8, 1.5, 1.0, 0.7], dtype=torch.float64)
     warp = torch.tensor([1.0, 1.2, 0.8, 1.5, 0.9, 0.7], dtype=torch.float64)
     resp = tr.spectral_response(state, torch.arange(6), n, scale, warp)

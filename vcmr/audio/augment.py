@@ -34,6 +34,7 @@ import dataclasses
 import math
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -44,7 +45,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from vcmr.audio import cpu_fft
-from vcmr.audio.dsp import check_batch, fast_pass_len, pitch_grid, random_crop, real_fft, real_ifft, resample_taper
+from vcmr.audio.dsp import check_batch, crop, crop_offsets, fast_pass_len, pitch_grid, random_crop, real_fft, real_ifft, resample_taper
 from vcmr.audio.transforms import TRANSFORMS, Params, RandomTransform, check_probability
 from vcmr.config import ConfigError
 
@@ -94,26 +95,121 @@ class AugmentationChain(nn.Module):
             open_run = bool(role)
         return groups
 
+    def head(self) -> List[str]:
+        """The transforms the chain applies while it cuts the random crop: the
+        :attr:`~vcmr.audio.transforms.RandomTransform.pointwise` ones at the start of the chain
+        (CLMR's polarity, noise and gain), none unless ``fuse``.
+
+        Their scalings are multiplied into one factor per example, applied as the crop is
+        copied (one pass over the batch instead of one per transform); an example that another
+        transform of the head picks (noise) is cut and scaled first, then transformed. The
+        draws and the output's bits are those of the transforms run one by one: the product of
+        a sign flip and at most one other factor is exact, and an example that would collect a
+        second factor is scaled by the first before.
+        """
+        names: List[str] = []
+        if self.fuse:
+            for name, t in self.transforms.items():
+                if not t.pointwise:
+                    break
+                names.append(name)
+        return names
+
     def forward_with_params(
-        self, x: Tensor, generator: Optional[torch.Generator] = None
+        self, x: Tensor, generator: Optional[torch.Generator] = None, step_seconds: Optional[Dict[str, float]] = None
     ) -> Tuple[Tensor, Dict[str, Params]]:
-        """Like :meth:`forward`, also returning every transform's draws by name."""
+        """Like :meth:`forward`, also returning every transform's draws by name.
+
+        ``step_seconds``, if given, receives the wall time of each step (waiting for the GPU
+        at its end): ``"crop"`` joined by ``+`` with the transforms of :meth:`head`, then each
+        of :meth:`runs` after them, named like ``"filter+delay+pitch+reverb"``.
+        """
         check_batch(x)
         if x.shape[-1] < self.crop_length:
             raise ValueError(
                 f"crop_length ({self.crop_length} samples) is longer than the input "
                 f"({x.shape[-1]} samples): load longer clips or lower crop_length"
             )
-        out = random_crop(x, self.crop_length, generator)
-        if self.transforms and out.data_ptr() == x.data_ptr():
-            out = out.clone()  # the transforms below write into `out`, never into the caller's x
         drawn: Dict[str, Params] = {}
-        for run in self.runs():
+        head = self.head()
+        timer = _StepTimer(x.device, step_seconds)
+        if head:
+            out = self._crop_head(x, head, generator, drawn)
+        else:
+            out = random_crop(x, self.crop_length, generator)
+            if self.transforms and out.data_ptr() == x.data_ptr():
+                out = out.clone()  # the transforms below write into `out`, never into the caller's x
+        timer.done("+".join(["crop"] + head))
+        for run in self.runs()[len(head) :]:
             if len(run) == 1:
                 out, drawn[run[0]] = self.transforms[run[0]].forward_with_params(out, generator, inplace=True)
             else:
                 drawn.update(spectral_run(out, [(name, self.transforms[name]) for name in run], generator))
+            timer.done("+".join(run))
         return out, drawn
+
+    def _crop_head(
+        self, x: Tensor, names: List[str], generator: Optional[torch.Generator], drawn: Dict[str, Params]
+    ) -> Tensor:
+        """The random crop with the transforms ``names`` of :meth:`head`: ``[B, 1, crop_length]``."""
+        b, _, t_in = x.shape
+        length = self.crop_length
+        start = crop_offsets(b, t_in, length, generator).cpu().tolist()
+        # Each example's factor not applied yet, and whether it is a sign (+-1).
+        pending = torch.ones(b, dtype=x.dtype)
+        signs = torch.ones(b, dtype=torch.bool)
+        cut: Dict[int, Tensor] = {}  # examples cut (and transformed) already: [1, length]
+
+        def take(rows: List[int]) -> Tensor:
+            """Examples ``rows`` cut (or as cut before) times their pending factor, which is reset."""
+            parts = [cut[r] if r in cut else x[r, :, start[r] : start[r] + length] for r in rows]
+            idx = torch.tensor(rows, dtype=torch.long)
+            sub = torch.stack(parts).mul_(pending[idx].to(x.device).view(-1, 1, 1))
+            pending[idx] = 1
+            signs[idx] = True
+            return sub
+
+        for name in names:
+            tr = self.transforms[name]
+            params = drawn[name] = tr.draw(b, generator)
+            idx = torch.nonzero(params["apply"].cpu()).view(-1)
+            if idx.numel() == 0:
+                continue
+            sub = {k: v[idx.to(v.device)] for k, v in params.items() if k != "apply"}
+            factor = tr.scale(sub, x)
+            if factor is not None:
+                factor = factor.detach().to("cpu", x.dtype).expand(idx.numel())
+                sign = factor.abs() == 1
+                clash = idx[~sign & ~signs[idx]]
+                if clash.numel():
+                    rows = clash.tolist()
+                    for r, y in zip(rows, take(rows)):
+                        cut[r] = y
+                pending[idx] *= factor
+                signs[idx] &= sign
+            else:
+                rows = idx.tolist()
+                y = tr.apply(take(rows), sub, generator).to(x.dtype)
+                for j, r in enumerate(rows):
+                    cut[r] = y[j]
+
+        if x.device.type == "cpu" and not x.requires_grad:
+            # One copy (or product) per example, straight from the input's window.
+            out = torch.empty(b, 1, length, dtype=x.dtype)
+            xv, ov, pv = x.numpy(), out.numpy(), pending.numpy()
+            for r in range(b):
+                src = cut[r].numpy() if r in cut else xv[r, :, start[r] : start[r] + length]
+                if pv[r] == 1:
+                    np.copyto(ov[r], src)
+                else:
+                    np.multiply(src, pv[r], out=ov[r])
+            return out
+        out = crop(x, torch.tensor(start, device=x.device), length) * pending.to(x.device).view(b, 1, 1)
+        if cut:
+            rows = sorted(cut)
+            idx = torch.tensor(rows, device=x.device)
+            out = out.index_copy(0, idx, torch.stack([cut[r] for r in rows]) * pending[rows].to(x.device).view(-1, 1, 1))
+        return out
 
     def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Augment a batch.
@@ -129,6 +225,23 @@ class AugmentationChain(nn.Module):
 
     def extra_repr(self) -> str:
         return f"crop_length={self.crop_length}, fuse={self.fuse}"
+
+
+class _StepTimer:
+    """Wall seconds of consecutive steps into ``into`` (nothing when it is ``None``)."""
+
+    def __init__(self, device: torch.device, into: Optional[Dict[str, float]]):
+        self.device, self.into = device, into
+        self.last = time.perf_counter() if into is not None else 0.0
+
+    def done(self, name: str) -> None:
+        if self.into is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.into[name] = now - self.last
+        self.last = now
 
 
 def _has_resampler(chain: AugmentationChain, names: List[str]) -> bool:
@@ -446,7 +559,7 @@ def _pass_by_rows(
         if name not in positions:
             continue
         before = i < cut
-        state = tr.spectral_rows(states[name])
+        state = tr.spectral_rows(states[name], n_out)
         for p, r in enumerate(positions[name].tolist()):
             if r >= 0:
                 row = order_l[p]
@@ -498,11 +611,12 @@ def _pass_by_rows(
             buf = scratch["time"][:size_in]
             fill(j, buf[:length], n_out / size_in)
             buf[length:] = 0.0
-            fwd = scratch["fwd"][: size_in // 2 + 1]
-            forward_shifted(buf, fwd)
-            keep = min(n_bins, fwd.shape[0])
-            spec = scratch["spec"][:n_bins]
-            spec[:keep] = fwd[:keep]
+            # The spectrum is transformed into a buffer of at least n_bins bins, whose first
+            # n_bins are the output's: no copy (its own bins past size_in // 2 + 1 are zeroed).
+            fwd = scratch["fwd"]
+            forward_shifted(buf, fwd[: size_in // 2 + 1])
+            keep = min(n_bins, size_in // 2 + 1)
+            spec = fwd[:n_bins]
             taper = tapers.get(keep)
             if taper is None:
                 taper = tapers[keep] = resample_taper(keep, torch.device("cpu")).numpy()

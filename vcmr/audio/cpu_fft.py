@@ -67,10 +67,14 @@ class _Dfti:
         self.commit = lib.DftiCommitDescriptor
         self.commit.restype = _C_LONG
         self.commit.argtypes = [ctypes.c_void_p]
+        # (handle, input, output): addresses as Python ints. The functions are variadic in C;
+        # with only pointer arguments, x86-64 passes them the same way.
         self.forward = lib.DftiComputeForward
         self.forward.restype = _C_LONG
+        self.forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.backward = lib.DftiComputeBackward
         self.backward.restype = _C_LONG
+        self.backward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.free = lib.DftiFreeDescriptor
         self.free.restype = _C_LONG
         self.free.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
@@ -111,7 +115,7 @@ class _Plans:
         self.handles: Dict[Tuple[int, str, bool], ctypes.c_void_p] = {}
 
     def get(self, n: int, dtype: np.dtype, inverse: bool) -> ctypes.c_void_p:
-        key = (n, dtype.str, inverse)
+        key = (n, dtype.char, inverse)
         handle = self.handles.get(key)
         if handle is None:
             if len(self.handles) >= MAX_PLANS:
@@ -220,8 +224,8 @@ def _plans(dfti: _Dfti) -> _Plans:
     return plans
 
 
-def _ptr(a: np.ndarray) -> ctypes.c_void_p:
-    return ctypes.c_void_p(a.ctypes.data)
+def _ptr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
 
 
 def _mkl_rfft(dfti: _Dfti, x: np.ndarray) -> np.ndarray:
@@ -265,7 +269,9 @@ class RowTransforms:
     def forward(self, x: np.ndarray, out: np.ndarray) -> None:
         n = x.shape[0]
         d = self._dfti
-        d.check(d.forward(_plans(d).get(n, x.dtype, False), _ptr(x), _ptr(out)), f"forward transform (n={n})")
+        status = d.forward(_plans(d).get(n, x.dtype, False), _ptr(x), _ptr(out))
+        if status:
+            d.check(status, f"forward transform (n={n})")
 
     def forward_unplanned(self, x: np.ndarray, out: np.ndarray) -> None:
         """:meth:`forward` for a size that will not recur soon: by pocketFFT, whose plan costs
@@ -278,7 +284,9 @@ class RowTransforms:
     def backward(self, spec: np.ndarray, out: np.ndarray) -> None:
         n = out.shape[0]
         d = self._dfti
-        d.check(d.backward(_plans(d).get(n, out.dtype, True), _ptr(spec), _ptr(out)), f"inverse transform (n={n})")
+        status = d.backward(_plans(d).get(n, out.dtype, True), _ptr(spec), _ptr(out))
+        if status:
+            d.check(status, f"inverse transform (n={n})")
 
 
 def row_transforms() -> Optional[RowTransforms]:

@@ -382,12 +382,18 @@ def random_crop(x: Tensor, crop_length: int, generator: Optional[torch.Generator
         ``[B, C, crop_length]``.
     """
     t_in = x.shape[-1]
-    _check_crop(crop_length, t_in)
-    dev = generator.device if generator is not None else torch.device("cpu")
-    start = torch.randint(t_in - crop_length + 1, (x.shape[0],), generator=generator, device=dev)
+    start = crop_offsets(x.shape[0], t_in, crop_length, generator)
     if t_in == crop_length:
         return x
     return crop(x, start, crop_length)
+
+
+def crop_offsets(batch: int, t_in: int, crop_length: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """The ``[batch]`` start offsets :func:`random_crop` draws (uniform in ``[0, t_in - crop_length]``,
+    on the generator's device), the same draw from the same stream."""
+    _check_crop(crop_length, t_in)
+    dev = generator.device if generator is not None else torch.device("cpu")
+    return torch.randint(t_in - crop_length + 1, (batch,), generator=generator, device=dev)
 
 
 def polarity_inversion(x: Tensor) -> Tensor:
@@ -1201,6 +1207,7 @@ __all__ = [
     "center_crop",
     "check_batch",
     "crop",
+    "crop_offsets",
     "delay",
     "delay_response",
     "fft_convolve",

@@ -169,6 +169,11 @@ class RandomTransform(nn.Module):
         scaling, else ``None`` (then :meth:`apply` is used)."""
         return None
 
+    #: Whether each output sample depends only on the same input sample and on values of its
+    #: example (a scaling, added noise): the chain may then apply the transform while it cuts
+    #: its random crop, when only such transforms come before it (:meth:`AugmentationChain.head`).
+    pointwise: bool = False
+
     # --- folding into the chain's shared FFT pass (vcmr.audio.augment) ------------------
     #: ``"lti"``: a linear time-invariant transform; the chain may apply it as a frequency
     #: response inside one FFT pass shared with its neighbours (:meth:`spectral_response`).
@@ -205,10 +210,10 @@ class RandomTransform(nn.Module):
         output samples). Both are 1 otherwise."""
         raise NotImplementedError
 
-    def spectral_rows(self, state: Any) -> Any:
+    def spectral_rows(self, state: Any, n: int) -> Any:
         """:meth:`spectral_state`'s result in the form :meth:`spectral_multiply` reads one row
-        at a time (called once per batch; the built-in transforms make Python lists of their
-        draws). This default returns ``state`` unchanged."""
+        at a time, for spectra of an ``n``-point FFT (called once per batch; the built-in
+        transforms make Python lists of their draws). This default returns ``state`` unchanged."""
         return state
 
     def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
@@ -289,6 +294,7 @@ class RandomPolarity(RandomTransform):
     """Sign flip with probability ``p``."""
 
     Config = PolarityConfig
+    pointwise = True
 
     def apply(self, x: Tensor, params: Params, generator: Optional[torch.Generator]) -> Tensor:
         return polarity_inversion(x)
@@ -310,6 +316,7 @@ class RandomNoise(RandomTransform):
     """White Gaussian noise at an SNR drawn uniformly in ``[min_snr_db, max_snr_db]``."""
 
     Config = NoiseConfig
+    pointwise = True
 
     def __init__(self, p: float, min_snr_db: float, max_snr_db: float):
         super().__init__(p)
@@ -339,6 +346,7 @@ class RandomGain(RandomTransform):
     """Gain drawn uniformly in ``[min_db, max_db]`` decibels."""
 
     Config = GainConfig
+    pointwise = True
 
     def __init__(self, p: float, min_db: float, max_db: float):
         super().__init__(p)
@@ -434,7 +442,7 @@ class RandomFilter(RandomTransform):
         cutoff = state["cutoff_hz"][rows.to(state["cutoff_hz"].device)].to(dev, torch.float64) * warp
         return butterworth_on_grid(n, self.sample_rate, cutoff, self.order, state["highpass"][rows.to(state["highpass"].device)], dev)
 
-    def spectral_rows(self, state: Any) -> Any:
+    def spectral_rows(self, state: Any, n: int) -> Any:
         return state["cutoff_hz"].tolist(), state["highpass"].tolist()
 
     def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
@@ -500,7 +508,7 @@ class RandomDelay(RandomTransform):
         d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
         return delay_response(d * time_scale / warp, n, self.volume, warp.device)
 
-    def spectral_rows(self, state: Any) -> Any:
+    def spectral_rows(self, state: Any, n: int) -> Any:
         return state["delay_samples"].tolist()
 
     def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
@@ -802,16 +810,17 @@ class RandomReverb(RandomTransform):
         wet = state["wet"][rows].to(dev, torch.float32).view(-1, 1)
         return spectra.index_select(0, state["rir_index"][rows].to(dev)).mul_(wet).add_(1.0 - wet)
 
-    def spectral_rows(self, state: Any) -> Any:
-        return state["rir_index"].tolist(), state["wet"].float().tolist()
+    def spectral_rows(self, state: Any, n: int) -> Any:
+        spectra = rir_bank_spectra(
+            self.rt60_grid, self.irs_per_rt60, self.ir_length, self.sample_rate, self.bank_seed, n, torch.device("cpu")
+        )
+        # The bank as float32 pairs [rows, 2 (n // 2 + 1)], looked up once per batch.
+        return state["rir_index"].tolist(), state["wet"].float().tolist(), spectra.numpy().view(np.float32)
 
     def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
         from vcmr.audio import kernels
 
-        spectra = rir_bank_spectra(
-            self.rt60_grid, self.irs_per_rt60, self.ir_length, self.sample_rate, self.bank_seed, n, torch.device("cpu")
-        )
-        kernels.mul_mix(spec.view(np.float32), spectra[state[0][row]].numpy().view(np.float32), state[1][row])
+        kernels.mul_mix(spec.view(np.float32), state[2][state[0][row]], state[1][row])
 
     def extra_repr(self) -> str:
         return (
@@ -839,6 +848,7 @@ class RandomNoiseStd(RandomTransform):
     """Additive white noise whose std is a uniformly drawn fraction of the example's std (CLMR's ``Noise``)."""
 
     Config = NoiseStdConfig
+    pointwise = True
 
     def __init__(self, p: float, min_std_ratio: float, max_std_ratio: float):
         super().__init__(p)
@@ -989,7 +999,7 @@ class RandomMixDelay(RandomTransform):
         d = state["delay_samples"][rows.to(state["delay_samples"].device)].to(warp.device).double()
         return delay_response(d * time_scale / warp, n, self.volume, warp.device).mul_(0.5)
 
-    def spectral_rows(self, state: Any) -> Any:
+    def spectral_rows(self, state: Any, n: int) -> Any:
         return state["delay_samples"].tolist()
 
     def spectral_multiply(self, state: Any, row: int, spec: Any, n: int, time_scale: float, warp: float) -> None:
