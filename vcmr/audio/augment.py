@@ -569,21 +569,20 @@ def _pass_by_rows(
         """Pass rows ``first:last``: ``load`` gives a row's spectrum (in the scratch buffers),
         the responses multiply it, the inverse transform writes the clip's row."""
         scratch = _scratch(n_out, int(max(n_in_l[first:last])))
-        out = scratch["time"][:n_out]
+        out = scratch["time"][:t]
         for i in range(first, last):
-            spec = load(i, scratch)
+            spec, spec_at = load(i, scratch)
             for tr, state, r, time_scale, warp in multiplies[i]:
                 tr.spectral_multiply(state, r, spec, n_out, time_scale, warp)
-            fft.backward(spec, out)
-            xv[order_l[i]] = out[:t]
+            fft.backward_at(n_out, spec_at, scratch["time_at"])
+            xv[order_l[i]] = out
 
-    def load_plain(i: int, scratch: Dict[str, Any]) -> Any:
-        buf = scratch["time"][:n_out]
+    def load_plain(i: int, scratch: Dict[str, Any]) -> Tuple[Any, int]:
+        buf = scratch["time"]
         buf[:t] = xv[order_l[i]]
-        buf[t:] = 0.0
-        spec = scratch["spec"][:n_bins]
-        fft.forward(buf, spec)
-        return spec
+        buf[t:n_out] = 0.0
+        fft.forward_at(n_out, scratch["time_at"], scratch["spec_at"])
+        return scratch["spec"][:n_bins], scratch["spec_at"]
 
     plain_job = None
     if n_plain:
@@ -601,9 +600,9 @@ def _pass_by_rows(
         # A pitch shift with a fixed grid of factors uses the same input sizes in every batch:
         # their MKL plans are kept. One with more factors (pitch in cents) draws new sizes batch
         # after batch, whose plans would cost more to make than the transforms.
-        forward_shifted = fft.forward if _fixed_grid(pitch[1].all_ratios()) else fft.forward_unplanned
+        planned = _fixed_grid(pitch[1].all_ratios())
 
-        def load_shifted(i: int, scratch: Dict[str, Any]) -> Any:
+        def load_shifted(i: int, scratch: Dict[str, Any]) -> Tuple[Any, int]:
             # The pitch shift's signal, scaled by n_out / n_in, transformed at n_in; its bins
             # cut or zero-padded to n_out's (the resampling), with the band edge rolled off.
             j = i - n_plain
@@ -614,7 +613,10 @@ def _pass_by_rows(
             # The spectrum is transformed into a buffer of at least n_bins bins, whose first
             # n_bins are the output's: no copy (its own bins past size_in // 2 + 1 are zeroed).
             fwd = scratch["fwd"]
-            forward_shifted(buf, fwd[: size_in // 2 + 1])
+            if planned:
+                fft.forward_at(size_in, scratch["time_at"], scratch["fwd_at"])
+            else:
+                fft.forward_unplanned(buf, fwd[: size_in // 2 + 1])
             keep = min(n_bins, size_in // 2 + 1)
             spec = fwd[:n_bins]
             taper = tapers.get(keep)
@@ -622,7 +624,7 @@ def _pass_by_rows(
                 taper = tapers[keep] = resample_taper(keep, torch.device("cpu")).numpy()
             spec[keep - taper.shape[0] : keep] *= taper
             spec[keep:] = 0.0
-            return spec
+            return spec, scratch["fwd_at"]
 
         n_shift = n_sel - n_plain
         if pool is None or n_shift < 2:
@@ -647,6 +649,8 @@ def _scratch(n_out: int, n_in_max: int) -> Dict[str, Any]:
             "spec": np.empty(size // 2 + 1, dtype=np.complex64),
             "fwd": np.empty(size // 2 + 1, dtype=np.complex64),
         }
+        # Their addresses, for the transforms (cpu_fft.RowTransforms.forward_at).
+        have.update({name + "_at": cpu_fft.address(have[name]) for name in ("time", "spec", "fwd")})
     return have
 
 

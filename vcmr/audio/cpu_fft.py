@@ -258,9 +258,11 @@ def _mkl_irfft(dfti: _Dfti, spec: np.ndarray, n: int) -> np.ndarray:
 class RowTransforms:
     """One-row MKL transforms into arrays the caller keeps (:func:`row_transforms`).
 
-    Every array is one contiguous row: ``forward(x, out)`` with ``x: [n]`` float32 and ``out:
-    [n // 2 + 1]`` complex64; ``backward(spec, out)`` with ``spec: [n // 2 + 1]`` complex64
-    (read only) and ``out: [n]`` float32 (scaled by ``1 / n``, as ``numpy.fft.irfft``).
+    Every array is one contiguous row: ``forward(x, out)`` with ``x: [n]`` float32 (float64)
+    and ``out: [n // 2 + 1]`` complex64 (complex128); ``backward(spec, out)`` with ``spec:
+    [n // 2 + 1]`` complex (read only) and ``out: [n]`` real of the same precision (scaled by
+    ``1 / n``, as ``numpy.fft.irfft``). :meth:`forward_at` and :meth:`backward_at` take the
+    arrays' addresses instead (:func:`address`), for a loop over buffers it keeps.
     """
 
     def __init__(self, dfti: _Dfti):
@@ -268,8 +270,14 @@ class RowTransforms:
 
     def forward(self, x: np.ndarray, out: np.ndarray) -> None:
         n = x.shape[0]
+        _check_rows(x, n, out, n // 2 + 1, "forward transform")
+        self.forward_at(n, _ptr(x), _ptr(out), x.dtype)
+
+    def forward_at(self, n: int, src: int, dst: int, dtype: np.dtype = np.dtype(np.float32)) -> None:
+        """:meth:`forward` of ``n`` points from address ``src`` (``n`` reals of ``dtype``) to
+        ``dst`` (``n // 2 + 1`` complex): contiguous buffers that the caller keeps alive."""
         d = self._dfti
-        status = d.forward(_plans(d).get(n, x.dtype, False), _ptr(x), _ptr(out))
+        status = d.forward(_plans(d).get(n, dtype, False), src, dst)
         if status:
             d.check(status, f"forward transform (n={n})")
 
@@ -283,10 +291,41 @@ class RowTransforms:
 
     def backward(self, spec: np.ndarray, out: np.ndarray) -> None:
         n = out.shape[0]
+        _check_rows(out, n, spec, n // 2 + 1, "inverse transform")
+        self.backward_at(n, _ptr(spec), _ptr(out), out.dtype)
+
+    def backward_at(self, n: int, src: int, dst: int, dtype: np.dtype = np.dtype(np.float32)) -> None:
+        """:meth:`backward` to ``n`` points from address ``src`` (``n // 2 + 1`` complex) to
+        ``dst`` (``n`` reals of ``dtype``): contiguous buffers that the caller keeps alive."""
         d = self._dfti
-        status = d.backward(_plans(d).get(n, out.dtype, True), _ptr(spec), _ptr(out))
+        status = d.backward(_plans(d).get(n, dtype, True), src, dst)
         if status:
             d.check(status, f"inverse transform (n={n})")
+
+
+_COMPLEX = {np.dtype(np.float32): np.dtype(np.complex64), np.dtype(np.float64): np.dtype(np.complex128)}
+
+
+def _check_rows(real: np.ndarray, n: int, spec: np.ndarray, bins: int, what: str) -> None:
+    """Raise unless ``real`` is ``[n]`` float and ``spec`` ``[bins]`` complex of its precision, both contiguous."""
+    ok = (
+        real.dtype in _COMPLEX
+        and spec.dtype == _COMPLEX[real.dtype]
+        and real.shape == (n,)
+        and spec.shape == (bins,)
+        and real.flags.c_contiguous
+        and spec.flags.c_contiguous
+    )
+    if not ok:
+        raise ValueError(
+            f"{what}: expected contiguous rows of {n} float32/float64 samples and {bins} complex bins of the "
+            f"same precision, got {real.dtype} {real.shape} and {spec.dtype} {spec.shape}"
+        )
+
+
+def address(a: np.ndarray) -> int:
+    """The address of ``a``'s first element (for :meth:`RowTransforms.forward_at`)."""
+    return _ptr(a)
 
 
 def row_transforms() -> Optional[RowTransforms]:
@@ -337,4 +376,4 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_plans)
 
 
-__all__ = ["BACKEND_ENV", "MAX_PLANS", "MklUnavailable", "RowTransforms", "backend", "irfft", "rfft", "row_transforms"]
+__all__ = ["BACKEND_ENV", "MAX_PLANS", "MklUnavailable", "RowTransforms", "address", "backend", "irfft", "rfft", "row_transforms"]
