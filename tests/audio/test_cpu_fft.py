@@ -229,6 +229,20 @@ def test_wsola_join_rebuilds_the_batched_stretch_bit_for_bit():
         np.testing.assert_array_equal(part, ref[j, :1234].numpy() * np.float32(0.5))
 
 
+def test_wsola_splices_of_chosen_rows_equal_those_of_the_gathered_rows():
+    # The pass gathers its shifted rows straight into the padded input; a stretch much longer
+    # than the clip mirrors its end repeatedly.
+    x = torch.randn(6, 3000, generator=gen(8), dtype=torch.float64)
+    rows = torch.tensor([4, 0, 4, 2])
+    ratio = torch.tensor([0.8, 1.4, 1.0, 1.2], dtype=torch.float64)
+    for length, mirrored_twice in ((3500, False), (9000, True)):
+        got = D.wsola_splices(x, ratio, length, 656, 117, 96, rows=rows)
+        ref = D.wsola_splices(x[rows], ratio, length, 656, 117, 96)
+        assert got[0].dtype == torch.float32 and (got[0].shape[1] > 2 * 3000 + 58) == mirrored_twice
+        for a, b in zip(got, ref):
+            assert torch.equal(a, b)
+
+
 def test_wsola_search_equals_a_naive_search():
     # Overlaps that are and are not a multiple of the loop's four samples per pass.
     rng = np.random.default_rng(5)

@@ -594,7 +594,7 @@ def _pass_by_rows(
         assert pitch is not None
         rows_p = order[n_plain:]
         lengths = torch.clamp(torch.ceil(t * eff[rows_p]).long(), max=n_in[rows_p])
-        fill = pitch[1].span_rows(x.index_select(0, rows_p)[:, 0], eff[rows_p], lengths, int(lengths.max()))
+        fill = pitch[1].span_rows(x[:, 0], eff[rows_p], lengths, int(lengths.max()), rows=rows_p)
         lengths_l = lengths.tolist()
         tapers: Dict[int, Any] = {}
         # A pitch shift with a fixed grid of factors uses the same input sizes in every batch:

@@ -811,10 +811,18 @@ def _search_torch(xp: Tensor, nominal: Tensor, src: Tensor, step: int, search: i
 
 
 def wsola_splices(
-    x: Tensor, ratio: Tensor | float, length: int, segment: int, search: int, overlap: int, lengths: Optional[Tensor] = None
+    x: Tensor,
+    ratio: Tensor | float,
+    length: int,
+    segment: int,
+    search: int,
+    overlap: int,
+    lengths: Optional[Tensor] = None,
+    rows: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """The WSOLA stretch of :func:`wsola_stretch` up to its join: the padded input and where
-    each output block is read from.
+    each output block is read from. With ``rows`` (``[b]`` indices into ``x``), of the rows
+    ``x[rows]``, copied straight into the padded input.
 
     Returns:
         ``(xp, starts)``: ``xp: [b, L]`` float32, the clip after ``search // 2`` zeros and
@@ -823,7 +831,7 @@ def wsola_splices(
         its first ``overlap`` samples (``1 <= k < K``) cross-faded linearly from
         ``xp[starts[k - 1] + step :]`` (:func:`vcmr.audio.kernels.wsola_join` joins one row).
     """
-    b, t = x.shape
+    b, t = x.shape if rows is None else (rows.numel(), x.shape[-1])
     if overlap <= 0 or 2 * overlap > segment or search < 1:
         raise ValueError(f"WSOLA sizes need 0 < 2 * overlap <= segment and search >= 1, got {segment}, {search}, {overlap}")
     r = torch.as_tensor(ratio, dtype=torch.float64).detach().cpu().expand(b)
@@ -838,10 +846,19 @@ def wsola_splices(
     lead = search // 2
     extra = max(0, int(nominal[:, -1].max()) + search + 2 * segment - t)
     # Zeros ahead (as sox), the end mirrored (repeatedly for an extension longer than the clip).
-    parts = [x.new_zeros(b, lead, dtype=torch.float32), x.float()]
+    xp = torch.empty(b, lead + t + extra, dtype=torch.float32, device=x.device)
+    xp[:, :lead] = 0.0
+    body = xp[:, lead : lead + t]
+    if rows is None:
+        body.copy_(x)
+    elif x.device.type == "cpu":
+        xv, bv = x.detach().numpy(), body.numpy()
+        for j, row in enumerate(rows.tolist()):
+            bv[j] = xv[row]
+    else:
+        body.copy_(x.index_select(0, rows.to(x.device)))
     if extra:
-        parts.append(_reflect_to(x.float(), t + extra)[:, t:] if extra >= t else x[:, -extra - 1 : -1].flip(-1).float())
-    xp = torch.cat(parts, dim=-1)
+        xp[:, lead + t :] = _reflect_to(body, t + extra)[:, t:] if extra >= t else body[:, -extra - 1 : -1].flip(-1)
     dev = x.device
     nominal = nominal.to(dev)
     src = torch.empty(b, n_seg, dtype=torch.long, device=dev)

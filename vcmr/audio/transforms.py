@@ -605,23 +605,26 @@ class _PitchTransform(RandomTransform):
             return wsola_stretch(x, ratio, length + self.wsola[0], *self.wsola, lengths=lengths)[:, :length]
         return pitch_span(x, length)
 
-    def span_rows(self, x: Tensor, ratio: Tensor, lengths: Tensor, length: int) -> Callable[[int, Any, float], None]:
+    def span_rows(
+        self, x: Tensor, ratio: Tensor, lengths: Tensor, length: int, rows: Optional[Tensor] = None
+    ) -> Callable[[int, Any, float], None]:
         """:meth:`span` on the CPU, one row at a time: the returned ``fill(j, out, scale)``
-        writes ``scale * span(x, ratio, lengths, length)[j, :len(out)]`` into ``out`` (numpy
-        float32, ``len(out) <= lengths[j]``). The WSOLA search runs here for every row; each
-        ``fill`` joins one row's blocks (:func:`vcmr.audio.kernels.wsola_join`)."""
+        writes ``scale * span(x[rows], ratio, lengths, length)[j, :len(out)]`` into ``out``
+        (numpy float32, ``len(out) <= lengths[j]``; ``rows``: indices into ``x: [B, T]``, all
+        of them if ``None``). The WSOLA search runs here for every row; each ``fill`` joins
+        one row's blocks (:func:`vcmr.audio.kernels.wsola_join`)."""
         from vcmr.audio import kernels
 
         if self.method == "wsola":
             segment, _, overlap = self.wsola
-            xp, starts = wsola_splices(x, ratio, length + segment, *self.wsola, lengths=lengths)
+            xp, starts = wsola_splices(x, ratio, length + segment, *self.wsola, lengths=lengths, rows=rows)
             xp_n, starts_n = xp.numpy(), starts.numpy()
 
             def fill_wsola(j: int, out: Any, scale: float) -> None:
                 kernels.wsola_join(xp_n[j], starts_n[j], segment - overlap, overlap, scale, out)
 
             return fill_wsola
-        span = pitch_span(x, length).numpy()
+        span = pitch_span(x if rows is None else x.index_select(0, rows), length).numpy()
 
         def fill(j: int, out: Any, scale: float) -> None:
             np.multiply(span[j, : out.shape[0]], np.float32(scale), out=out)
