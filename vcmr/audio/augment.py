@@ -23,6 +23,10 @@ pass works on the zero-extended clip, so it is the transforms' composition witho
 back to the clip's length between them; a WSOLA stretch runs before the pass, ahead of the
 filter and delay that the chain's order puts first.
 
+The transforms at the head of the chain that act sample by sample (polarity, noise, gain) are
+applied while the crop is cut, one copy per example (:meth:`AugmentationChain.head`), with the
+bits of running them one by one.
+
 All randomness is drawn from the optional ``torch.Generator`` given to ``forward``, so a
 seeded generator gives identical outputs. Inside the chain, transforms write into the
 chain's own buffer in place; the caller's batch is never modified.
