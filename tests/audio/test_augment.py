@@ -79,6 +79,13 @@ def test_crop_head_equals_the_transforms_one_by_one(grad):
     assert not torch.equal(y.detach(), x.detach()[..., :7000])
 
 
+def test_crop_head_keeps_half_precision_input():
+    # numpy has no bfloat16: the head takes torch's path, with the same bits as one by one.
+    x = torch.randn(12, 1, 9000, generator=gen(5)).to(torch.bfloat16)
+    y = _head_chain(True)(x, gen(6))
+    assert y.dtype == torch.bfloat16 and torch.equal(y, _head_chain(False)(x, gen(6)))
+
+
 def test_crop_head_stops_at_the_first_transform_that_is_not_pointwise(cfg_dict):
     chain = A.build_augmentation(cfg_dict, SR, 9000)
     assert chain.head() == ["polarity", "noise", "gain"]

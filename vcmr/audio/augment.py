@@ -197,7 +197,7 @@ class AugmentationChain(nn.Module):
                 for j, r in enumerate(rows):
                     cut[r] = y[j]
 
-        if x.device.type == "cpu" and not x.requires_grad:
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad:
             # One copy (or product) per example, straight from the input's window.
             out = torch.empty(b, 1, length, dtype=x.dtype)
             xv, ov, pv = x.numpy(), out.numpy(), pending.numpy()
