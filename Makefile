@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 #   make setup TORCH_PIN="torch torchvision"
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-slow test-repro bench clean
+.PHONY: setup demo test test-slow test-repro bench bench-gpu clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ bench: setup
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_render.py
 	$(PY) benchmarks/bench_motion.py
+
+# Training throughput on a GPU: stage-1 step (fp32, bf16-mixed, torch.compile), data supply,
+# augmentation, CLIP frames/s, stage-2 step (benchmarks/bench_train.py; --quick checks it on a CPU).
+bench-gpu: setup
+	$(PY) benchmarks/bench_train.py --device cuda
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
