@@ -224,10 +224,6 @@ def _plans(dfti: _Dfti) -> _Plans:
     return plans
 
 
-def _ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
 def _mkl_rfft(dfti: _Dfti, x: np.ndarray) -> np.ndarray:
     n = x.shape[-1]
     rows = np.ascontiguousarray(x).reshape(-1, n)
@@ -271,7 +267,7 @@ class RowTransforms:
     def forward(self, x: np.ndarray, out: np.ndarray) -> None:
         n = x.shape[0]
         _check_rows(x, n, out, n // 2 + 1, "forward transform")
-        self.forward_at(n, _ptr(x), _ptr(out), x.dtype)
+        self.forward_at(n, address(x), address(out), x.dtype)
 
     def forward_at(self, n: int, src: int, dst: int, dtype: np.dtype = np.dtype(np.float32)) -> None:
         """:meth:`forward` of ``n`` points from address ``src`` (``n`` reals of ``dtype``) to
@@ -292,7 +288,7 @@ class RowTransforms:
     def backward(self, spec: np.ndarray, out: np.ndarray) -> None:
         n = out.shape[0]
         _check_rows(out, n, spec, n // 2 + 1, "inverse transform")
-        self.backward_at(n, _ptr(spec), _ptr(out), out.dtype)
+        self.backward_at(n, address(spec), address(out), out.dtype)
 
     def backward_at(self, n: int, src: int, dst: int, dtype: np.dtype = np.dtype(np.float32)) -> None:
         """:meth:`backward` to ``n`` points from address ``src`` (``n // 2 + 1`` complex) to
@@ -325,7 +321,7 @@ def _check_rows(real: np.ndarray, n: int, spec: np.ndarray, bins: int, what: str
 
 def address(a: np.ndarray) -> int:
     """The address of ``a``'s first element (for :meth:`RowTransforms.forward_at`)."""
-    return _ptr(a)
+    return a.__array_interface__["data"][0]
 
 
 def row_transforms() -> Optional[RowTransforms]:
